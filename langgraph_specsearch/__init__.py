@@ -1,0 +1,1 @@
+"""SpecSearch as LangGraph graphs."""

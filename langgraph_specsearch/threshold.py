@@ -1,0 +1,109 @@
+"""SpecSearch's acceptance threshold: an EMA of the large model's step quality.
+
+beta(k+1) = theta * beta(k) + (1 - theta) * Theta(V_k), where V_k are the PRM scores of the
+large model's thoughts at step k and Theta is a non-parametric estimator. The state is a plain
+dict (JSON-safe) so it lives in the LangGraph state and survives checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from collections.abc import Sequence
+from typing import Literal, TypedDict
+
+from pydantic import BaseModel, Field
+
+Estimator = Literal["mean", "median", "quantile", "lcb"]
+Mode = Literal["adaptive", "fixed", "random", "accept_all"]
+
+
+class ThresholdConfig(BaseModel):
+    """How drafts are accepted.
+
+    Attributes:
+        mode: `adaptive` (the paper's EMA), or the ablations `fixed` (constant `fixed_value`),
+            `random` (reject each draft with probability `reject_rate`), `accept_all`.
+        theta: EMA weight of the previous estimate, in [0, 1].
+        estimator: Theta, the statistic of the large model's scores at a step.
+        quantile: q for the `quantile` estimator.
+        lcb_z: z for the lower confidence bound `mean - z * std / sqrt(n)`.
+        warmup_steps: expansions made by the large model alone before drafting starts, so the
+            first estimate comes from real large-model scores.
+    """
+
+    mode: Mode = "adaptive"
+    theta: float = Field(0.9, ge=0.0, le=1.0)
+    estimator: Estimator = "mean"
+    quantile: float = Field(0.5, ge=0.0, le=1.0)
+    lcb_z: float = Field(1.0, ge=0.0)
+    fixed_value: float = 0.5
+    reject_rate: float = Field(0.5, ge=0.0, le=1.0)
+    warmup_steps: int = Field(1, ge=0)
+
+
+class ThresholdState(TypedDict):
+    """Serializable threshold state kept in the graph state."""
+
+    beta: float | None
+    updates: int
+    expansions: int
+
+
+def initial_state() -> ThresholdState:
+    """No estimate yet: the first expansions go to the large model."""
+    return {"beta": None, "updates": 0, "expansions": 0}
+
+
+def estimate(scores: Sequence[float], config: ThresholdConfig) -> float:
+    """Theta(V): the configured statistic of one step's large-model scores."""
+    if not scores:
+        raise ValueError("estimate() needs at least one score")
+    values = sorted(scores)
+    if config.estimator == "mean":
+        return statistics.fmean(values)
+    if config.estimator == "median":
+        return statistics.median(values)
+    if config.estimator == "quantile":
+        position = config.quantile * (len(values) - 1)
+        low, high = math.floor(position), math.ceil(position)
+        return values[low] + (values[high] - values[low]) * (position - low)
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return statistics.fmean(values) - config.lcb_z * spread / math.sqrt(len(values))
+
+
+def update(state: ThresholdState, large_scores: Sequence[float], config: ThresholdConfig) -> ThresholdState:
+    """Fold one step's large-model scores into the estimate (no scores: unchanged)."""
+    if not large_scores:
+        return dict(state)  # type: ignore[return-value]
+    observed = estimate(large_scores, config)
+    beta = state["beta"]
+    new_beta = observed if beta is None else config.theta * beta + (1 - config.theta) * observed
+    return {"beta": new_beta, "updates": state["updates"] + 1, "expansions": state["expansions"]}
+
+
+def in_warmup(state: ThresholdState, config: ThresholdConfig) -> bool:
+    """Whether the next expansion is made by the large model alone."""
+    if config.mode != "adaptive":
+        return False
+    return state["beta"] is None or state["expansions"] < config.warmup_steps
+
+
+def current_threshold(state: ThresholdState, config: ThresholdConfig) -> float | None:
+    """The value drafts are compared against now (None: no comparison applies)."""
+    if config.mode == "fixed":
+        return config.fixed_value
+    if config.mode == "adaptive":
+        return state["beta"]
+    return None
+
+
+def accept(score: float, state: ThresholdState, config: ThresholdConfig, rng: random.Random) -> bool:
+    """Keep a draft iff its score reaches beta (or by the ablation's rule)."""
+    if config.mode == "accept_all":
+        return True
+    if config.mode == "random":
+        return rng.random() >= config.reject_rate
+    threshold = current_threshold(state, config)
+    return threshold is not None and score >= threshold

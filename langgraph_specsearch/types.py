@@ -1,0 +1,94 @@
+"""Pydantic models shared by every layer: generations, thoughts, usage and search results."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Source = Literal["small", "large"]
+FinishReason = Literal["stop_sequence", "eos_token", "length"]
+
+
+class GenerationParams(BaseModel):
+    """Sampling parameters for one step of generation."""
+
+    max_new_tokens: int = Field(64, ge=1)
+    temperature: float = Field(0.7, ge=0.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    seed: int | None = None
+    stop: list[str] = Field(default_factory=lambda: ["\n\n"])
+
+
+class Generation(BaseModel):
+    """One continuation returned by a backend."""
+
+    text: str
+    tokens: int
+    finish_reason: FinishReason
+    latency_s: float = 0.0
+    logprobs: list[float] | None = None
+    accepted_draft_tokens: int | None = None
+
+
+class Thought(BaseModel):
+    """One reasoning step in the search tree."""
+
+    id: str
+    parent_id: str | None
+    step: int
+    text: str
+    source: Source | Literal["root"]
+    score: float | None = None
+    tokens: int = 0
+    latency_s: float = 0.0
+    finish_reason: str = ""
+    terminal: bool = False
+    visits: int = 0
+    value: float = 0.0
+
+
+class ModelUsage(BaseModel):
+    """Calls, tokens and seconds spent in one model (or the PRM)."""
+
+    calls: int = 0
+    generated_tokens: int = 0
+    time_s: float = 0.0
+
+
+class ThresholdPoint(BaseModel):
+    """One update of the acceptance threshold: the step and the estimate used there."""
+
+    step: int
+    beta: float | None
+    large_scores: list[float] = Field(default_factory=list)
+    accepted: int = 0
+    rejected: int = 0
+
+
+class SearchStats(BaseModel):
+    """Counters of one search."""
+
+    wall_s: float = 0.0
+    small: ModelUsage = Field(default_factory=ModelUsage)
+    large: ModelUsage = Field(default_factory=ModelUsage)
+    prm: ModelUsage = Field(default_factory=ModelUsage)
+    other_s: float = 0.0
+    drafts: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    acceptance_rate: float | None = None
+    expansions: int = 0
+
+
+class SearchResult(BaseModel):
+    """What a search returns: the answer, the chosen path and everything explored."""
+
+    question: str
+    answer: str | None
+    path: list[Thought]
+    nodes: list[Thought]
+    stats: SearchStats
+    threshold_trace: list[ThresholdPoint]
+    method: str = ""
+    search: str = ""
