@@ -44,6 +44,7 @@ class Thought(BaseModel):
     latency_s: float = 0.0
     finish_reason: str = ""
     terminal: bool = False
+    rejected: bool = False
     visits: int = 0
     value: float = 0.0
 
@@ -61,6 +62,7 @@ class ThresholdPoint(BaseModel):
 
     step: int
     beta: float | None
+    beta_next: float | None = None
     large_scores: list[float] = Field(default_factory=list)
     accepted: int = 0
     rejected: int = 0

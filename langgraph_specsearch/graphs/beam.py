@@ -1,0 +1,126 @@
+"""Beam search over reasoning steps, as a template that accepts any expander."""
+
+from __future__ import annotations
+
+import operator
+import time
+from typing import Annotated, Any, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+
+from langgraph_specsearch.graphs.finalize import final_output, score_path
+from langgraph_specsearch.prm.base import Aggregation
+from langgraph_specsearch.state import (
+    ROOT_ID,
+    NodeTable,
+    SearchInput,
+    SearchOutput,
+    Usage,
+    add_usage,
+    merge_nodes,
+    root_node,
+)
+from langgraph_specsearch.threshold import ThresholdState, initial_state
+
+
+class BeamState(TypedDict):
+    """State of a beam search (plain data only)."""
+
+    question: str
+    nodes: Annotated[NodeTable, merge_nodes]
+    frontier: list[str]
+    completed: list[str]
+    expand: list[str]
+    n: int
+    children: list[dict[str, Any]]
+    threshold: ThresholdState
+    usage: Annotated[Usage, add_usage]
+    trace: Annotated[list[dict[str, Any]], operator.add]
+    started_at: float
+    answer: str | None
+    path: list[dict[str, Any]]
+    stats: dict[str, Any]
+    threshold_trace: list[dict[str, Any]]
+
+
+def create_beam_search(
+    expander: StateGraph | CompiledStateGraph,
+    /,
+    *,
+    beam_width: int = 2,
+    n: int = 4,
+    max_steps: int = 6,
+    aggregate: Aggregation = "last",
+) -> StateGraph:
+    """Create a step-level beam search that knows nothing of models.
+
+    Each round hands the frontier to `expander`, which returns `n` scored children per
+    frontier node. Children that state a final answer (or end the text) are *completed*;
+    the best `beam_width - completed` of the others by aggregated path score form the next
+    frontier. The search stops when the frontier is empty, `beam_width` paths are completed,
+    or `max_steps` rounds have run; the answer is read off the best completed path (the best
+    open path when none completed).
+
+    Swap the expander to change the method and nothing else: `create_ar_expander` (AR),
+    `create_sps_expander` (SpS), `create_speculative_expander` (SpecSearch).
+
+    Args:
+        expander: An expander subgraph (compiled or not) with `ExpanderInput` /
+            `ExpanderOutput` schemas.
+        beam_width: Paths kept per round.
+        n: Children per frontier node per round (drafts per beam).
+        max_steps: Maximum rounds, i.e. reasoning steps.
+        aggregate: How per-step PRM scores become a path score (`last`, `min`, `prod`, `mean`).
+
+    Returns:
+        An uncompiled StateGraph; input `{"question"}`, output `{"answer", "path", "stats",
+        "threshold_trace"}`. Compile it (optionally with a checkpointer) and invoke it, or add
+        it as a node in a parent graph.
+    """
+    if beam_width < 1 or n < 1 or max_steps < 1:
+        raise ValueError("beam_width, n and max_steps must be >= 1")
+    compiled = expander if isinstance(expander, CompiledStateGraph) else expander.compile()
+
+    def init(state: BeamState) -> dict[str, Any]:
+        if not state["question"].strip():
+            raise ValueError("question must not be empty")
+        return {
+            "nodes": {ROOT_ID: root_node()},
+            "frontier": [ROOT_ID],
+            "completed": [],
+            "expand": [ROOT_ID],
+            "n": n,
+            "threshold": initial_state(),
+            "started_at": time.time(),
+        }
+
+    def select(state: BeamState) -> dict[str, Any]:
+        new = {c["id"]: c for c in state["children"]}
+        table = {**state["nodes"], **new}
+        live = [c for c in state["children"] if not c["rejected"]]
+        completed = state["completed"] + [c["id"] for c in live if c["terminal"]]
+        open_ids = [c["id"] for c in live if not c["terminal"]]
+        ranked = sorted(open_ids, key=lambda i: score_path(table, i, aggregate), reverse=True)
+        frontier = ranked[: max(beam_width - len(completed), 0)]
+        return {"nodes": new, "completed": completed, "frontier": frontier, "expand": frontier}
+
+    def route(state: BeamState) -> str:
+        depth = state["nodes"][state["frontier"][0]]["step"] if state["frontier"] else max_steps
+        return "expand" if state["frontier"] and depth < max_steps else "finalize"
+
+    def finalize(state: BeamState) -> dict[str, Any]:
+        candidates = state["completed"] or state["frontier"]
+        return final_output(state, candidates, aggregate)
+
+    builder = StateGraph(BeamState, input_schema=SearchInput, output_schema=SearchOutput)
+    builder.add_node("init", init)
+    builder.add_node("expand", compiled)
+    builder.add_node("select", select)
+    builder.add_node("finalize", finalize)
+    builder.add_edge(START, "init")
+    builder.add_edge("init", "expand")
+    builder.add_edge("expand", "select")
+    builder.add_conditional_edges("select", route, ["expand", "finalize"])
+    builder.add_edge("finalize", END)
+    return builder

@@ -1,0 +1,35 @@
+"""Evaluate node: the PRM scores every unscored candidate in one batched call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph_specsearch.nodes.common import AsyncNode, Clock
+from langgraph_specsearch.prm.base import PRM
+from langgraph_specsearch.state import steps_to
+
+
+def make_evaluate_node(prm: PRM) -> AsyncNode:
+    """Build the evaluate node (used after drafting and again after regeneration)."""
+
+    async def evaluate(state: dict[str, Any]) -> dict[str, Any]:
+        nodes = state["nodes"]
+        candidates = [dict(c) for c in state["candidates"]]
+        todo = [c for c in candidates if c["score"] is None]
+        if not todo:
+            return {"candidates": candidates}
+        paths = [[*steps_to(nodes, c["parent_id"]), c["text"]] for c in todo]
+        with Clock() as clock:
+            scores = await prm.ascore_last(state["question"], paths)
+        for c, score in zip(todo, scores):
+            c["score"] = float(score)
+        usage = {"prm": {"calls": 1, "time_s": clock.seconds, "scored": len(todo)}}
+        return {"candidates": candidates, "usage": usage}
+
+    return evaluate
+
+
+def route_after_evaluate(state: dict[str, Any]) -> str:
+    """Unjudged drafts go to `reject`; otherwise the expansion is complete."""
+    pending = any(c["source"] == "small" and c["verdict"] is None for c in state["candidates"])
+    return "reject" if pending else "merge"
