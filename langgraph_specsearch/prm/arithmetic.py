@@ -30,9 +30,14 @@ _RUN = re.compile(rf"(?:{_NUM}|[-+*/()=%]|[ \t])+")
 _CALC = re.compile(r"<<([^<>]*)>>")
 _FRAC = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
 _PERCENT_OF = re.compile(rf"({_NUM})\s*%\s*of\s+")
-_TIMES_X = re.compile(r"(?<=[\d)])\s*[xX]\s*(?=[\d($])")
+_TIMES_X = re.compile(r"(?<=[\d)])[ \t]{0,2}[xX][ \t]{0,2}(?=[\d($])")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _TEXT_CMD = re.compile(r"\\(?:text|mathrm|textbf|mbox)\s*\{([^{}]*)\}")
+_COMMENT = re.compile(r"\(\s*[A-Za-z][A-Za-z' \-]*\)")
+_UNIT_WORDS = r"((?:[A-Za-z]{2,}[ \t]+)?[A-Za-z]{2,}(?:/[A-Za-z]+)?)"
+_UNIT = re.compile(rf"({_NUM})[ \t]+{_UNIT_WORDS}(?=[ \t]*[-+*/])")  # `495 students * 15`
+_UNIT_EQ = re.compile(rf"([-+*/][ \t]*{_NUM})[ \t]+{_UNIT_WORDS}(?=[ \t]*=)")  # `+ 600 quarts =`
+_RATE = re.compile(rf"({_NUM})[ \t]*/[ \t]*[A-Za-z]{{2,}}\b")
 _WORD_BEFORE = re.compile(r"([A-Za-z]+)\s*$")
 _WORD_AFTER = re.compile(r"^\s*([A-Za-z]+)")
 
@@ -40,7 +45,8 @@ _WORD_AFTER = re.compile(r"^\s*([A-Za-z]+)")
 _OPERATOR_WORDS = frozenset(
     "times of by plus minus divided multiplied than per over into half twice double triple "
     "thrice quarter third squared cubed dozen dozens hundred hundreds thousand thousands "
-    "million millions billion billions k percent percentage power root sqrt".split()
+    "million millions billion billions k percent percentage power root sqrt with remainder "
+    "mod modulo r".split()
 )
 # Characters that, touching a run without a space, make its edge ambiguous.
 _GLUE = set("^_'²³√∛") | set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -169,10 +175,10 @@ def _normalize(text: str) -> str:
         (r"\right", ""),
         (r"\%", "%"),
         (r"\$", " "),
-        (r"\(", " "),
-        (r"\)", " "),
-        (r"\[", " "),
-        (r"\]", " "),
+        (r"\(", " ; "),
+        (r"\)", " ; "),
+        (r"\[", " ; "),
+        (r"\]", " ; "),
         (r"\,", ""),
         (r"\!", ""),
         ("×", "*"),
@@ -187,11 +193,22 @@ def _normalize(text: str) -> str:
     ]
     for old, new in replacements:
         text = text.replace(old, new)
-    text = re.sub(r"\\[A-Za-z]+", " ; ", text)  # any other command (\approx, \boxed) ends a run
+    text = re.sub(r"\\(?:boxed|approx|quad|qquad)\b", " ; ", text)
+    text = re.sub(r"\\[A-Za-z]+\s*\{?", "_", text)  # \sqrt{, \cos( ...: glue, so the side drops
     text = text.replace("{", " ").replace("}", " ")
     text = _THOUSANDS.sub("", text)
     text = _PERCENT_OF.sub(r"\1/100*", text)
-    return _TIMES_X.sub("*", text)
+    text = _TIMES_X.sub("*", text)
+    text = _COMMENT.sub(" ", text)
+    text = _UNIT.sub(_drop_unit, text)
+    text = _UNIT_EQ.sub(_drop_unit, text)
+    return _RATE.sub(r"\1", text)
+
+
+def _drop_unit(match: re.Match[str]) -> str:
+    """Drop a unit written between a number and an operator, unless it is an operator word."""
+    words = re.split(r"[ \t/]+", match.group(2).lower())
+    return match.group(0) if _OPERATOR_WORDS.intersection(words) else match.group(1)
 
 
 def _strip_parens(side: str) -> str:
@@ -231,8 +248,7 @@ def _chain_equations(sides: list[str]) -> list[Equation]:
         if left is None or right is None:
             continue
         if not re.search(r"[-+*/]", sides[i].lstrip("-+ ") + sides[i + 1].lstrip("-+ ")):
-            if left == right:
-                continue  # `6 = 6` restates a number; it checks nothing
+            continue  # `6 = 6` restates a number, `1 (hour) = 60 (minutes)` converts units
         holds = values_match(left, right, sides[i], sides[i + 1])
         out.append(Equation(sides[i], sides[i + 1], float(left), float(right), holds))
     return out
@@ -267,12 +283,19 @@ def _runs(text: str) -> list[list[str]]:
             continue
         start = match.start() + len(run) - len(run.lstrip())
         end = match.end() - len(run) + len(run.rstrip())
-        sides = [_strip_parens(s) for s in run.split("=")]
+        sides = [s.strip() for s in run.split("=")]
         before, after = text[:start], text[end:]
+        # `(3 + 4 = 7)` is a parenthetical, but `C(9, 2) = ...` or `= (6, 7)` cut a tuple.
+        if sides[0].count(")") > sides[0].count("("):
+            sides[0] = ""
+        if sides[-1].count("(") > sides[-1].count(")"):
+            sides[-1] = ""
+        sides[0], sides[-1] = _strip_parens(sides[0]), _strip_parens(sides[-1])
         first, last = sides[0], sides[-1]
         if not first or first[0] in "+-*/" or _edge_is_ambiguous(before, ""):
             sides[0] = ""
-        if not last or last[-1] in "+-*/" or _edge_is_ambiguous(" ", after):
+        remainder = re.search(r"remain", after[:60], re.IGNORECASE)  # `2250 / 360 = 6 ... remaining`
+        if not last or last[-1] in "+-*/" or _edge_is_ambiguous(" ", after) or remainder:
             sides[-1] = ""
         chains.append(sides)
     return chains

@@ -1,0 +1,271 @@
+"""The common case in a few calls: build backends, the search graph, and run it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import StateGraph
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from langgraph_specsearch.backends.base import Backend
+from langgraph_specsearch.graphs.beam import create_beam_search
+from langgraph_specsearch.graphs.expanders import (
+    create_ar_expander,
+    create_sps_expander,
+    create_speculative_expander,
+)
+from langgraph_specsearch.prm.base import PRM, Aggregation
+from langgraph_specsearch.threshold import Estimator, Mode, ThresholdConfig
+from langgraph_specsearch.types import (
+    GenerationParams,
+    SearchResult,
+    SearchStats,
+    ThresholdPoint,
+    Thought,
+)
+
+Method = Literal["specsearch", "ar", "sps"]
+SearchKind = Literal["beam", "mcts", "best-of-n"]
+PRMKind = Literal["combined", "judge", "arithmetic"]
+
+
+class SearchConfig(BaseModel):
+    """Everything `solve` needs; the CLI flags map one to one onto these fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Method = "specsearch"
+    search: SearchKind = "beam"
+    small: str = "smollm2-135m"
+    large: str = "gemma3-270m"
+    small_url: str | None = None
+    large_url: str | None = None
+    prm_url: str | None = None
+    prompt_format: Literal["fewshot", "chatml"] = "fewshot"
+    prm: PRMKind = "combined"
+    n_drafts: int = Field(4, ge=1)
+    beam_width: int = Field(2, ge=1)
+    max_steps: int = Field(6, ge=1)
+    iterations: int = Field(8, ge=1)
+    theta: float = Field(0.9, ge=0.0, le=1.0)
+    estimator: Estimator = "mean"
+    threshold_mode: Mode = "adaptive"
+    fixed_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    large_sd: bool = False
+    max_new_tokens: int = Field(48, ge=1)
+    temperature: float = Field(0.7, ge=0.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    seed: int | None = 0
+    aggregate: Aggregation = "last"
+
+    @field_validator("small", "large")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("model name must not be empty")
+        return value
+
+    def threshold(self) -> ThresholdConfig:
+        """The acceptance rule."""
+        return ThresholdConfig(
+            mode=self.threshold_mode,
+            theta=self.theta,
+            estimator=self.estimator,
+            fixed_value=self.fixed_threshold,
+        )
+
+    def params(self) -> GenerationParams:
+        """Sampling parameters of every step."""
+        return GenerationParams(
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
+        )
+
+
+class Components(BaseModel):
+    """Live objects a search runs on (never stored in graph state)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    small: Any
+    large: Any
+    prm: Any
+
+
+def validate_model_name(name: str) -> None:
+    """Raise ValueError for a name that is neither embedded, a directory nor a hub id."""
+    from pathlib import Path
+
+    from langgraph_specsearch.models import EMBEDDED_MODELS
+
+    if name in EMBEDDED_MODELS or Path(name).is_dir() or name.count("/") == 1:
+        return
+    embedded = ", ".join(EMBEDDED_MODELS)
+    raise ValueError(f"unknown model {name!r} (embedded: {embedded}; or a local directory or hub id)")
+
+
+def load_components(config: SearchConfig) -> Components:
+    """Build the small and large backends and the PRM a config asks for."""
+    needs_small = config.method == "specsearch" or config.prm in ("combined", "judge")
+    needs_sd = config.method == "sps" or (config.method == "specsearch" and config.large_sd)
+    small: Backend | None = None
+    if config.small_url or config.large_url:
+        from langgraph_specsearch.backends.tgi import TGIBackend
+
+        if needs_small and not config.small_url:
+            raise ValueError("--small-url is needed with --large-url for this method/PRM")
+        if not config.large_url:
+            raise ValueError("--large-url is needed with --small-url")
+        small = TGIBackend(config.small_url, prompt_format=config.prompt_format) if config.small_url else None
+        large: Backend = TGIBackend(config.large_url, prompt_format=config.prompt_format)
+    else:
+        for name in (config.small, config.large):
+            validate_model_name(name)
+        from langgraph_specsearch.backends.transformers import TransformersBackend
+
+        small = TransformersBackend.load(config.small) if needs_small or needs_sd else None
+        large = TransformersBackend.load(config.large, assistant=config.small if needs_sd else None)
+    return Components(small=small, large=large, prm=build_prm(config, small))
+
+
+def build_prm(config: SearchConfig, judge_backend: Backend | None) -> PRM:
+    """The configured PRM; the LLM judge runs on the small model (cheap) or on `prm_url`."""
+    from langgraph_specsearch.prm.arithmetic import ArithmeticPRM
+
+    if config.prm == "arithmetic":
+        return ArithmeticPRM()
+    if config.prm_url:
+        from langgraph_specsearch.backends.tgi import TGIBackend
+
+        judge_backend = TGIBackend(config.prm_url, prompt_format=config.prompt_format)
+    if judge_backend is None:
+        raise ValueError("the judge PRM needs a small model or --prm-url")
+    from langgraph_specsearch.prm.judge import JudgePRM
+
+    judge = JudgePRM(judge_backend)
+    if config.prm == "judge":
+        return judge
+    from langgraph_specsearch.prm.combined import CombinedPRM
+
+    return CombinedPRM(judge, ArithmeticPRM())
+
+
+def create_expander(config: SearchConfig, components: Components) -> StateGraph:
+    """The expander for `config.method` over `components`."""
+    params = config.params()
+    if config.method == "specsearch":
+        return create_speculative_expander(
+            components.small,
+            components.large,
+            components.prm,
+            threshold=config.threshold(),
+            draft_params=params,
+        )
+    factory = create_sps_expander if config.method == "sps" else create_ar_expander
+    return factory(components.large, components.prm, params=params)
+
+
+def create_search_graph(config: SearchConfig, components: Components) -> StateGraph:
+    """Create the uncompiled search graph for a config (template + expander)."""
+    expander = create_expander(config, components)
+    if config.search == "mcts":
+        from langgraph_specsearch.graphs.mcts import create_mcts
+
+        return create_mcts(
+            expander,
+            iterations=config.iterations,
+            max_depth=config.max_steps,
+            children_per_expansion=config.n_drafts,
+            aggregate=config.aggregate,
+        )
+    if config.search == "best-of-n":
+        from langgraph_specsearch.graphs.best_of_n import create_best_of_n
+
+        return create_best_of_n(
+            expander, n=config.n_drafts, max_steps=config.max_steps, aggregate=config.aggregate
+        )
+    return create_beam_search(
+        expander,
+        beam_width=config.beam_width,
+        n=config.n_drafts,
+        max_steps=config.max_steps,
+        aggregate=config.aggregate,
+    )
+
+
+def result_from_state(values: dict[str, Any], config: SearchConfig) -> SearchResult:
+    """Turn a finished graph's full state into a `SearchResult`."""
+    return SearchResult(
+        question=values["question"],
+        answer=values.get("answer"),
+        path=[Thought.model_validate(n) for n in values.get("path", [])],
+        nodes=[Thought.model_validate(n) for n in values.get("nodes", {}).values()],
+        stats=SearchStats.model_validate(values.get("stats", {})),
+        threshold_trace=[ThresholdPoint.model_validate(p) for p in values.get("threshold_trace", [])],
+        method=config.method,
+        search=config.search,
+    )
+
+
+@asynccontextmanager
+async def _checkpointer(path: str | None) -> AsyncIterator[BaseCheckpointSaver]:
+    """SQLite checkpoints when a path is given, else in memory."""
+    if path is None:
+        yield InMemorySaver()
+        return
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    async with AsyncSqliteSaver.from_conn_string(path) as saver:
+        yield saver
+
+
+async def asolve(
+    question: str | None,
+    config: SearchConfig | None = None,
+    *,
+    components: Components | None = None,
+    checkpoint: str | None = None,
+    thread_id: str = "specsearch",
+    on_update: Callable[[str, dict[str, Any]], None] | None = None,
+) -> SearchResult:
+    """Run one search and return its result.
+
+    Args:
+        question: The problem; None resumes the checkpointed thread `thread_id`.
+        config: Search configuration (defaults: SpecSearch, beam search, embedded models).
+        components: Pre-built backends and PRM (loaded from `config` if omitted).
+        checkpoint: SQLite file for checkpoints; a failed run resumes from its last step.
+        thread_id: Checkpoint thread.
+        on_update: Called with (node name, update) for every node that finishes.
+    """
+    config = config or SearchConfig()
+    if question is not None and not question.strip():
+        raise ValueError("question must not be empty")
+    components = components or await asyncio.to_thread(load_components, config)
+    builder = create_search_graph(config, components)
+    run_config: Any = {"configurable": {"thread_id": thread_id}, "recursion_limit": 1000}
+    async with _checkpointer(checkpoint) as saver:
+        graph = builder.compile(checkpointer=saver)
+        payload = None if question is None else {"question": question}
+        async for namespace, update in graph.astream(
+            payload, run_config, stream_mode="updates", subgraphs=True
+        ):
+            if on_update is not None:
+                for node, value in update.items():
+                    on_update("/".join([*(ns.split(":")[0] for ns in namespace), node]), value or {})
+        state = await graph.aget_state(run_config)
+    if state.next:
+        raise RuntimeError(f"search stopped before the end (next: {state.next})")
+    return result_from_state(state.values, config)
+
+
+def solve(question: str, config: SearchConfig | None = None, **kwargs: Any) -> SearchResult:
+    """Synchronous `asolve`."""
+    return asyncio.run(asolve(question, config, **kwargs))

@@ -1,0 +1,182 @@
+"""`specsearch` command line: `solve` runs a search, `serve` a TGI-compatible server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Annotated, Any, NoReturn
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+
+from langgraph_specsearch.api import SearchConfig, asolve
+from langgraph_specsearch.types import SearchResult
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Speculative search (SpecSearch) for tree-search LLM reasoning, as LangGraph graphs.",
+)
+err = Console(stderr=True, highlight=False)
+
+
+@app.callback()
+def _root() -> None:
+    """Speculative search (SpecSearch) for tree-search LLM reasoning, as LangGraph graphs."""
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print a one-line error and exit."""
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _config_error(exc: ValidationError) -> str:
+    """First validation problem as one line, named like the CLI flag."""
+    first = exc.errors()[0]
+    field = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "input"
+    return f"{field}: {first['msg']}"
+
+
+def _progress(node: str, update: dict[str, Any]) -> None:
+    """One stderr line per model-calling node."""
+    name = node.rsplit("/", 1)[-1]
+    if name in ("draft", "regenerate", "generate") and update.get("candidates"):
+        fresh = [c for c in update["candidates"] if c["score"] is None]
+        if fresh:
+            source = fresh[0]["source"]
+            err.print(f"[dim]step {fresh[0]['step']}: {name} · {len(fresh)} {source} thoughts[/]")
+    elif name == "merge" and update.get("trace"):
+        point = update["trace"][-1]
+        beta = "—" if point["beta_next"] is None else f"{point['beta_next']:.3f}"
+        err.print(
+            f"[dim]step {point['step']}: kept {point['accepted']}, rejected {point['rejected']},"
+            f" beta -> {beta}[/]"
+        )
+
+
+def print_human(result: SearchResult) -> None:
+    """The answer, the path with sources and scores, and where the time went."""
+    out = Console(highlight=False)
+    out.print(f"[bold]Answer:[/] {escape(str(result.answer))}")
+    out.print(f"[bold]Path[/] ({result.method}, {result.search}):")
+    for step in result.path:
+        score = "  —  " if step.score is None else f"{step.score:.3f}"
+        text = escape(step.text.replace("\n", " "))
+        out.print(f"  {step.step}. [cyan]{step.source:5}[/] {score}  {text}")
+    s = result.stats
+    if s.drafts:
+        out.print(f"[bold]Acceptance:[/] {s.accepted}/{s.drafts} drafts ({s.acceptance_rate:.0%})")
+    out.print(
+        f"[bold]Tokens:[/] small {s.small.generated_tokens}, large {s.large.generated_tokens}"
+    )
+    out.print(
+        f"[bold]Time:[/] {s.wall_s:.1f} s (small {s.small.time_s:.1f} s, large {s.large.time_s:.1f} s,"
+        f" PRM {s.prm.time_s:.1f} s, other {s.other_s:.1f} s)"
+    )
+
+
+@app.command()
+def solve(
+    question: Annotated[str, typer.Argument(help="The problem to solve.")] = "",
+    method: Annotated[str, typer.Option(help="specsearch | ar | sps")] = "specsearch",
+    search: Annotated[str, typer.Option(help="beam | mcts | best-of-n")] = "beam",
+    small: Annotated[str, typer.Option(help="Small model: embedded name, directory or hub id.")] = "smollm2-135m",
+    large: Annotated[str, typer.Option(help="Large model: embedded name, directory or hub id.")] = "gemma3-270m",
+    small_url: Annotated[str | None, typer.Option(help="TGI endpoint of the small model.")] = None,
+    large_url: Annotated[str | None, typer.Option(help="TGI endpoint of the large model.")] = None,
+    prm_url: Annotated[str | None, typer.Option(help="TGI endpoint for the judge PRM.")] = None,
+    prompt_format: Annotated[str, typer.Option(help="Prompt format for endpoints: fewshot | chatml")] = "fewshot",
+    prm: Annotated[str, typer.Option(help="combined | judge | arithmetic")] = "combined",
+    n_drafts: Annotated[int, typer.Option(help="Thoughts per expanded node (N).")] = 4,
+    beam_width: Annotated[int, typer.Option(help="Beams kept per step.")] = 2,
+    max_steps: Annotated[int, typer.Option(help="Maximum reasoning steps.")] = 6,
+    iterations: Annotated[int, typer.Option(help="MCTS iterations.")] = 8,
+    theta: Annotated[float, typer.Option(help="EMA weight of the threshold, in [0, 1].")] = 0.9,
+    estimator: Annotated[str, typer.Option(help="mean | median | quantile | lcb")] = "mean",
+    threshold_mode: Annotated[str, typer.Option(help="adaptive | fixed | random | accept_all")] = "adaptive",
+    large_sd: Annotated[bool, typer.Option(help="Token-level SD when the large model regenerates.")] = False,
+    max_new_tokens: Annotated[int, typer.Option(help="Token budget per step.")] = 48,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.7,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    checkpoint: Annotated[str | None, typer.Option(help="SQLite file to checkpoint into.")] = None,
+    thread_id: Annotated[str, typer.Option(help="Checkpoint thread id.")] = "specsearch",
+    resume: Annotated[bool, typer.Option(help="Resume the checkpointed thread.")] = False,
+    tree: Annotated[str | None, typer.Option(help="Write the explored tree as mermaid to this file.")] = None,
+    show_tree: Annotated[bool, typer.Option(help="Print the explored tree.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress lines.")] = False,
+) -> None:
+    """Solve QUESTION with a tree search over reasoning steps."""
+    if resume and checkpoint is None:
+        fail("--resume needs --checkpoint")
+    if not resume and not question.strip():
+        fail("question must not be empty")
+    try:
+        config = SearchConfig(
+            method=method,  # type: ignore[arg-type]
+            search=search,  # type: ignore[arg-type]
+            small=small,
+            large=large,
+            small_url=small_url,
+            large_url=large_url,
+            prm_url=prm_url,
+            prompt_format=prompt_format,  # type: ignore[arg-type]
+            prm=prm,  # type: ignore[arg-type]
+            n_drafts=n_drafts,
+            beam_width=beam_width,
+            max_steps=max_steps,
+            iterations=iterations,
+            theta=theta,
+            estimator=estimator,  # type: ignore[arg-type]
+            threshold_mode=threshold_mode,  # type: ignore[arg-type]
+            large_sd=large_sd,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            seed=seed,
+        )
+    except ValidationError as exc:
+        fail(_config_error(exc))
+    try:
+        result = asyncio.run(
+            asolve(
+                None if resume else question,
+                config,
+                checkpoint=checkpoint,
+                thread_id=thread_id,
+                on_update=None if quiet else _progress,
+            )
+        )
+    except ValueError as exc:
+        fail(str(exc).splitlines()[0])
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    except Exception as exc:  # a model call failed after retries: say so in one line
+        hint = f" (resume with --resume --checkpoint {checkpoint} --thread-id {thread_id})" if checkpoint else ""
+        fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}{hint}", 1)
+    if tree:
+        from langgraph_specsearch.viz import search_tree_mermaid
+
+        with open(tree, "w", encoding="utf-8") as fh:
+            fh.write(search_tree_mermaid(result))
+    if show_tree:
+        from langgraph_specsearch.viz import search_tree_rich
+
+        Console(stderr=as_json).print(search_tree_rich(result))
+    if as_json:
+        sys.stdout.write(result.model_dump_json() + "\n")
+    else:
+        print_human(result)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Hand a search to an agent as a LangChain tool."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.tools import StructuredTool
+from pydantic import BaseModel, Field
+
+from langgraph_specsearch.api import Components, SearchConfig, asolve, load_components
+
+
+class SolveInput(BaseModel):
+    """Arguments the agent passes."""
+
+    question: str = Field(description="A math word problem, stated in full.")
+
+
+def create_specsearch_tool(
+    config: SearchConfig | None = None,
+    /,
+    *,
+    components: Components | None = None,
+    name: str = "speculative_math_search",
+    description: str = (
+        "Solves a math word problem by a step-by-step tree search (SpecSearch) and returns the "
+        "final answer with the reasoning path."
+    ),
+) -> StructuredTool:
+    """Create a tool that runs one search per call.
+
+    Models are loaded on the first call (or taken from `components`) and reused after.
+
+    Args:
+        config: Search configuration (default: SpecSearch beam search on embedded models).
+        components: Pre-built backends and PRM to share with the rest of the app.
+        name: Tool name shown to the agent.
+        description: Tool description shown to the agent.
+
+    Returns:
+        A StructuredTool with sync and async entry points; its output is a dict with
+        `answer`, `steps` (text, source, score) and `acceptance_rate`.
+    """
+    config = config or SearchConfig()
+    cache: dict[str, Components] = {} if components is None else {"c": components}
+
+    async def arun(question: str) -> dict[str, Any]:
+        if "c" not in cache:
+            cache["c"] = load_components(config)
+        result = await asolve(question, config, components=cache["c"])
+        return {
+            "answer": result.answer,
+            "steps": [{"text": s.text, "source": s.source, "score": s.score} for s in result.path],
+            "acceptance_rate": result.stats.acceptance_rate,
+        }
+
+    def run(question: str) -> dict[str, Any]:
+        import asyncio
+
+        return asyncio.run(arun(question))
+
+    return StructuredTool.from_function(
+        func=run, coroutine=arun, name=name, description=description, args_schema=SolveInput
+    )

@@ -1,0 +1,94 @@
+"""The public API and CLI on scripted components: resume, tool, viz, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from scripted import ScriptedBackend, ScriptedPRM
+from typer.testing import CliRunner
+
+from langgraph_specsearch.api import Components, SearchConfig, asolve
+from langgraph_specsearch.cli import app
+from langgraph_specsearch.tool import create_specsearch_tool
+from langgraph_specsearch.viz import search_tree_mermaid
+
+
+def by_text(text: str) -> float:
+    return float(text.split()[-1])
+
+
+def components(fail_large_on_call: int | None = None) -> Components:
+    def large(prompt: str, call: int, i: int) -> str:
+        if call == fail_large_on_call:
+            raise ConnectionError("large endpoint went away")
+        return f"The answer is 7. 0.6" if call >= 3 else f"large c{call} 0.5"
+
+    small = ScriptedBackend("small", lambda p, c, i: f"small c{c} {[0.9, 0.1][i % 2]}")
+    return Components(small=small, large=ScriptedBackend("large", large), prm=ScriptedPRM(by_text))
+
+
+CONFIG = SearchConfig(n_drafts=2, beam_width=1, max_steps=6)
+
+
+def test_solve_returns_a_full_result() -> None:
+    result = asyncio.run(asolve("q?", CONFIG, components=components()))
+    assert result.answer == "7"
+    assert {s.source for s in result.path} == {"small", "large"}
+    assert any(n.rejected for n in result.nodes)
+    assert result.threshold_trace[0].beta is None and result.threshold_trace[1].beta == pytest.approx(0.5)
+    assert result.stats.drafts == result.stats.accepted + result.stats.rejected > 0
+
+
+def test_failed_model_call_resumes_from_the_checkpoint(tmp_path) -> None:
+    db = str(tmp_path / "ckpt.sqlite")
+    broken = components(fail_large_on_call=2)
+    with pytest.raises(ConnectionError):
+        asyncio.run(asolve("q?", CONFIG, components=broken, checkpoint=db, thread_id="t1"))
+    calls_before = len(broken.large.calls)
+    healthy = components()
+    healthy.large.calls.extend(broken.large.calls[:2])  # same call numbering as before the failure
+    result = asyncio.run(asolve(None, CONFIG, components=healthy, checkpoint=db, thread_id="t1"))
+    assert result.answer == "7"
+    # Steps done before the failure were not redone: the small model was not asked again for them.
+    assert len(healthy.small.calls) < len(broken.small.calls) + len(healthy.small.calls)
+    assert calls_before == 3
+    assert result.path[0].text == "large c0 0.5"
+
+
+def test_tool_runs_a_search() -> None:
+    tool = create_specsearch_tool(CONFIG, components=components())
+    out = asyncio.run(tool.ainvoke({"question": "q?"}))
+    assert out["answer"] == "7"
+    assert out["steps"][-1]["text"].startswith("The answer is 7")
+
+
+def test_mermaid_tree_marks_rejected_and_chosen() -> None:
+    result = asyncio.run(asolve("q?", CONFIG, components=components()))
+    text = search_tree_mermaid(result)
+    assert text.startswith("flowchart TD")
+    assert "-.->" in text and "class" in text and "chosen" in text
+    assert text.count("-->") + text.count("-.->") == len(result.nodes) - 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["solve", ""], "question must not be empty"),
+        (["solve", "q", "--n-drafts", "0"], "--n-drafts"),
+        (["solve", "q", "--theta", "1.5"], "--theta"),
+        (["solve", "q", "--method", "magic"], "--method"),
+        (["solve", "q", "--large", "no-such-model"], "unknown model 'no-such-model'"),
+        (["solve", "--resume"], "--resume needs --checkpoint"),
+    ],
+)
+def test_cli_bad_input_is_one_line_exit_2(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], result.output
+
+
+def test_config_json_roundtrip() -> None:
+    assert SearchConfig.model_validate(json.loads(CONFIG.model_dump_json())) == CONFIG
