@@ -1,1 +1,34 @@
-"""SpecSearch as LangGraph graphs."""
+"""SpecSearch (speculative search for tree-search LLM reasoning) as LangGraph graphs.
+
+Templates (`create_beam_search`, `create_mcts`, `create_best_of_n`) accept any expander
+(`create_ar_expander`, `create_sps_expander`, `create_speculative_expander`); `solve` and the
+`specsearch` CLI cover the common case.
+"""
+
+from langgraph_specsearch.api import Components, SearchConfig, asolve, load_components, solve
+from langgraph_specsearch.graphs.beam import create_beam_search
+from langgraph_specsearch.graphs.expanders import (
+    create_ar_expander,
+    create_sps_expander,
+    create_speculative_expander,
+)
+from langgraph_specsearch.threshold import ThresholdConfig
+from langgraph_specsearch.tool import create_specsearch_tool
+from langgraph_specsearch.types import GenerationParams, SearchResult, Thought
+
+__all__ = [
+    "Components",
+    "GenerationParams",
+    "SearchConfig",
+    "SearchResult",
+    "ThresholdConfig",
+    "Thought",
+    "asolve",
+    "create_ar_expander",
+    "create_beam_search",
+    "create_specsearch_tool",
+    "create_sps_expander",
+    "create_speculative_expander",
+    "load_components",
+    "solve",
+]

@@ -16,8 +16,8 @@ from langgraph_specsearch.backends.base import Backend
 from langgraph_specsearch.graphs.beam import create_beam_search
 from langgraph_specsearch.graphs.expanders import (
     create_ar_expander,
-    create_sps_expander,
     create_speculative_expander,
+    create_sps_expander,
 )
 from langgraph_specsearch.prm.base import PRM, Aggregation
 from langgraph_specsearch.threshold import Estimator, Mode, ThresholdConfig
@@ -25,8 +25,8 @@ from langgraph_specsearch.types import (
     GenerationParams,
     SearchResult,
     SearchStats,
-    ThresholdPoint,
     Thought,
+    ThresholdPoint,
 )
 
 Method = Literal["specsearch", "ar", "sps"]
@@ -108,7 +108,9 @@ def validate_model_name(name: str) -> None:
     if name in EMBEDDED_MODELS or Path(name).is_dir() or name.count("/") == 1:
         return
     embedded = ", ".join(EMBEDDED_MODELS)
-    raise ValueError(f"unknown model {name!r} (embedded: {embedded}; or a local directory or hub id)")
+    raise ValueError(
+        f"unknown model {name!r} (embedded: {embedded}; or a local directory or hub id)"
+    )
 
 
 def load_components(config: SearchConfig) -> Components:
@@ -123,7 +125,11 @@ def load_components(config: SearchConfig) -> Components:
             raise ValueError("--small-url is needed with --large-url for this method/PRM")
         if not config.large_url:
             raise ValueError("--large-url is needed with --small-url")
-        small = TGIBackend(config.small_url, prompt_format=config.prompt_format) if config.small_url else None
+        small = (
+            TGIBackend(config.small_url, prompt_format=config.prompt_format)
+            if config.small_url
+            else None
+        )
         large: Backend = TGIBackend(config.large_url, prompt_format=config.prompt_format)
     else:
         for name in (config.small, config.large):
@@ -208,7 +214,9 @@ def result_from_state(values: dict[str, Any], config: SearchConfig) -> SearchRes
         path=[Thought.model_validate(n) for n in values.get("path", [])],
         nodes=[Thought.model_validate(n) for n in values.get("nodes", {}).values()],
         stats=SearchStats.model_validate(values.get("stats", {})),
-        threshold_trace=[ThresholdPoint.model_validate(p) for p in values.get("threshold_trace", [])],
+        threshold_trace=[
+            ThresholdPoint.model_validate(p) for p in values.get("threshold_trace", [])
+        ],
         method=config.method,
         search=config.search,
     )
@@ -248,7 +256,8 @@ async def asolve(
     config = config or SearchConfig()
     if question is not None and not question.strip():
         raise ValueError("question must not be empty")
-    components = components or await asyncio.to_thread(load_components, config)
+    if components is None:
+        components = await asyncio.to_thread(load_components, config)
     builder = create_search_graph(config, components)
     run_config: Any = {"configurable": {"thread_id": thread_id}, "recursion_limit": 1000}
     async with _checkpointer(checkpoint) as saver:
@@ -257,9 +266,11 @@ async def asolve(
         async for namespace, update in graph.astream(
             payload, run_config, stream_mode="updates", subgraphs=True
         ):
-            if on_update is not None:
+            if on_update is not None and isinstance(update, dict):
                 for node, value in update.items():
-                    on_update("/".join([*(ns.split(":")[0] for ns in namespace), node]), value or {})
+                    on_update(
+                        "/".join([*(ns.split(":")[0] for ns in namespace), node]), value or {}
+                    )
         state = await graph.aget_state(run_config)
     if state.next:
         raise RuntimeError(f"search stopped before the end (next: {state.next})")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from typing import Annotated, Any, NoReturn
 
@@ -75,8 +74,8 @@ def print_human(result: SearchResult) -> None:
         f"[bold]Tokens:[/] small {s.small.generated_tokens}, large {s.large.generated_tokens}"
     )
     out.print(
-        f"[bold]Time:[/] {s.wall_s:.1f} s (small {s.small.time_s:.1f} s, large {s.large.time_s:.1f} s,"
-        f" PRM {s.prm.time_s:.1f} s, other {s.other_s:.1f} s)"
+        f"[bold]Time:[/] {s.wall_s:.1f} s (small {s.small.time_s:.1f} s,"
+        f" large {s.large.time_s:.1f} s, PRM {s.prm.time_s:.1f} s, other {s.other_s:.1f} s)"
     )
 
 
@@ -85,12 +84,18 @@ def solve(
     question: Annotated[str, typer.Argument(help="The problem to solve.")] = "",
     method: Annotated[str, typer.Option(help="specsearch | ar | sps")] = "specsearch",
     search: Annotated[str, typer.Option(help="beam | mcts | best-of-n")] = "beam",
-    small: Annotated[str, typer.Option(help="Small model: embedded name, directory or hub id.")] = "smollm2-135m",
-    large: Annotated[str, typer.Option(help="Large model: embedded name, directory or hub id.")] = "gemma3-270m",
+    small: Annotated[
+        str, typer.Option(help="Small model: embedded name, directory or hub id.")
+    ] = "smollm2-135m",
+    large: Annotated[
+        str, typer.Option(help="Large model: embedded name, directory or hub id.")
+    ] = "gemma3-270m",
     small_url: Annotated[str | None, typer.Option(help="TGI endpoint of the small model.")] = None,
     large_url: Annotated[str | None, typer.Option(help="TGI endpoint of the large model.")] = None,
     prm_url: Annotated[str | None, typer.Option(help="TGI endpoint for the judge PRM.")] = None,
-    prompt_format: Annotated[str, typer.Option(help="Prompt format for endpoints: fewshot | chatml")] = "fewshot",
+    prompt_format: Annotated[
+        str, typer.Option(help="Prompt format for endpoints: fewshot | chatml")
+    ] = "fewshot",
     prm: Annotated[str, typer.Option(help="combined | judge | arithmetic")] = "combined",
     n_drafts: Annotated[int, typer.Option(help="Thoughts per expanded node (N).")] = 4,
     beam_width: Annotated[int, typer.Option(help="Beams kept per step.")] = 2,
@@ -98,15 +103,21 @@ def solve(
     iterations: Annotated[int, typer.Option(help="MCTS iterations.")] = 8,
     theta: Annotated[float, typer.Option(help="EMA weight of the threshold, in [0, 1].")] = 0.9,
     estimator: Annotated[str, typer.Option(help="mean | median | quantile | lcb")] = "mean",
-    threshold_mode: Annotated[str, typer.Option(help="adaptive | fixed | random | accept_all")] = "adaptive",
-    large_sd: Annotated[bool, typer.Option(help="Token-level SD when the large model regenerates.")] = False,
+    threshold_mode: Annotated[
+        str, typer.Option(help="adaptive | fixed | random | accept_all")
+    ] = "adaptive",
+    large_sd: Annotated[
+        bool, typer.Option(help="Token-level SD when the large model regenerates.")
+    ] = False,
     max_new_tokens: Annotated[int, typer.Option(help="Token budget per step.")] = 48,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.7,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     checkpoint: Annotated[str | None, typer.Option(help="SQLite file to checkpoint into.")] = None,
     thread_id: Annotated[str, typer.Option(help="Checkpoint thread id.")] = "specsearch",
     resume: Annotated[bool, typer.Option(help="Resume the checkpointed thread.")] = False,
-    tree: Annotated[str | None, typer.Option(help="Write the explored tree as mermaid to this file.")] = None,
+    tree: Annotated[
+        str | None, typer.Option(help="Write the explored tree as mermaid to this file.")
+    ] = None,
     show_tree: Annotated[bool, typer.Option(help="Print the explored tree.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress lines.")] = False,
@@ -156,7 +167,11 @@ def solve(
     except KeyboardInterrupt:
         fail("interrupted", 130)
     except Exception as exc:  # a model call failed after retries: say so in one line
-        hint = f" (resume with --resume --checkpoint {checkpoint} --thread-id {thread_id})" if checkpoint else ""
+        hint = (
+            f" (resume with --resume --checkpoint {checkpoint} --thread-id {thread_id})"
+            if checkpoint
+            else ""
+        )
         fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}{hint}", 1)
     if tree:
         from langgraph_specsearch.viz import search_tree_mermaid

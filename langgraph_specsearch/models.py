@@ -226,6 +226,7 @@ def _convert(gguf: Path, out_dir: Path) -> None:
             delattr(model, attr)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary directory
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         if out_dir.exists():
@@ -234,7 +235,7 @@ def _convert(gguf: Path, out_dir: Path) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _loaded[str(out_dir)] = (model.eval(), tokenizer)
+    del model, tokenizer  # reload from the saved copy, the same path later runs take
 
 
 def resolve_model_dir(name: str) -> Path:

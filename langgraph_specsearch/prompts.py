@@ -33,7 +33,9 @@ class Exemplar:
 @lru_cache(maxsize=1)
 def gsm8k_exemplars() -> tuple[Exemplar, ...]:
     """Exemplars taken from GSM8K train (MIT; see data/SOURCES.md)."""
-    raw = json.loads(files("langgraph_specsearch").joinpath("data/gsm8k_exemplars.json").read_text())
+    raw = json.loads(
+        files("langgraph_specsearch").joinpath("data/gsm8k_exemplars.json").read_text()
+    )
     return tuple(
         Exemplar(question=e["question"], steps=tuple(e["steps"]), answer=e["answer"])
         for e in raw["exemplars"]
@@ -43,7 +45,10 @@ def gsm8k_exemplars() -> tuple[Exemplar, ...]:
 class PromptFormat(Protocol):
     """Renders the prompt that asks a model for the next step."""
 
-    delimiter: str
+    @property
+    def delimiter(self) -> str:
+        """The string that ends a step."""
+        ...
 
     def render(self, question: str, steps: Sequence[str]) -> str:
         """Prompt for the step after `steps`."""

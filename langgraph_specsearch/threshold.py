@@ -73,7 +73,9 @@ def estimate(scores: Sequence[float], config: ThresholdConfig) -> float:
     return statistics.fmean(values) - config.lcb_z * spread / math.sqrt(len(values))
 
 
-def update(state: ThresholdState, large_scores: Sequence[float], config: ThresholdConfig) -> ThresholdState:
+def update(
+    state: ThresholdState, large_scores: Sequence[float], config: ThresholdConfig
+) -> ThresholdState:
     """Fold one step's large-model scores into the estimate (no scores: unchanged)."""
     if not large_scores:
         return dict(state)  # type: ignore[return-value]
@@ -99,7 +101,9 @@ def current_threshold(state: ThresholdState, config: ThresholdConfig) -> float |
     return None
 
 
-def accept(score: float, state: ThresholdState, config: ThresholdConfig, rng: random.Random) -> bool:
+def accept(
+    score: float, state: ThresholdState, config: ThresholdConfig, rng: random.Random
+) -> bool:
     """Keep a draft iff its score reaches beta (or by the ablation's rule)."""
     if config.mode == "accept_all":
         return True

@@ -23,7 +23,7 @@ def components(fail_large_on_call: int | None = None) -> Components:
     def large(prompt: str, call: int, i: int) -> str:
         if call == fail_large_on_call:
             raise ConnectionError("large endpoint went away")
-        return f"The answer is 7. 0.6" if call >= 3 else f"large c{call} 0.5"
+        return "The answer is 7. 0.6" if call >= 3 else f"large c{call} 0.5"
 
     small = ScriptedBackend("small", lambda p, c, i: f"small c{c} {[0.9, 0.1][i % 2]}")
     return Components(small=small, large=ScriptedBackend("large", large), prm=ScriptedPRM(by_text))
@@ -37,7 +37,9 @@ def test_solve_returns_a_full_result() -> None:
     assert result.answer == "7"
     assert {s.source for s in result.path} == {"small", "large"}
     assert any(n.rejected for n in result.nodes)
-    assert result.threshold_trace[0].beta is None and result.threshold_trace[1].beta == pytest.approx(0.5)
+    assert result.threshold_trace[0].beta is None and result.threshold_trace[
+        1
+    ].beta == pytest.approx(0.5)
     assert result.stats.drafts == result.stats.accepted + result.stats.rejected > 0
 
 

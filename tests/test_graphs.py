@@ -11,8 +11,8 @@ from scripted import ScriptedBackend, ScriptedPRM
 from langgraph_specsearch.graphs.beam import create_beam_search
 from langgraph_specsearch.graphs.expanders import (
     create_ar_expander,
-    create_sps_expander,
     create_speculative_expander,
+    create_sps_expander,
 )
 from langgraph_specsearch.threshold import ThresholdConfig
 
@@ -81,7 +81,10 @@ def test_rejected_drafts_stay_in_the_tree_but_not_in_the_beam() -> None:
     large = ScriptedBackend("large", large_script(0.4))
     final = run_full(
         create_beam_search(
-            create_speculative_expander(small, large, ScriptedPRM(by_text)), beam_width=2, n=2, max_steps=2
+            create_speculative_expander(small, large, ScriptedPRM(by_text)),
+            beam_width=2,
+            n=2,
+            max_steps=2,
         )
     )
     nodes = final["nodes"]
@@ -101,7 +104,9 @@ def test_threshold_ema_across_steps() -> None:
 
     out = run(
         create_beam_search(
-            create_speculative_expander(small, ScriptedBackend("large", large), ScriptedPRM(by_text)),
+            create_speculative_expander(
+                small, ScriptedBackend("large", large), ScriptedPRM(by_text)
+            ),
             beam_width=1,
             n=2,
             max_steps=3,
@@ -131,7 +136,11 @@ def test_fixed_threshold_ablation_skips_warmup_and_never_updates() -> None:
 
 def test_beam_stops_on_final_answer_and_extracts_it() -> None:
     large = ScriptedBackend("large", large_script(0.7, answer_at_call=1))
-    out = run(create_beam_search(create_ar_expander(large, ScriptedPRM(by_text)), beam_width=2, n=2, max_steps=5))
+    out = run(
+        create_beam_search(
+            create_ar_expander(large, ScriptedPRM(by_text)), beam_width=2, n=2, max_steps=5
+        )
+    )
     assert out["answer"] == "1"
     assert len(out["path"]) == 2
     assert len(large.calls) == 2
@@ -143,7 +152,9 @@ def test_beam_keeps_the_best_children() -> None:
 
     backend = ScriptedBackend("large", large)
     final = run_full(
-        create_beam_search(create_ar_expander(backend, ScriptedPRM(by_text)), beam_width=2, n=3, max_steps=2)
+        create_beam_search(
+            create_ar_expander(backend, ScriptedPRM(by_text)), beam_width=2, n=3, max_steps=2
+        )
     )
     # After step 1, beams are the 0.9 and 0.5 children; step 2 expands both (2 prompts).
     assert backend.calls[1][1] == 3 and len(backend.calls[1][0]) == 2

@@ -44,7 +44,7 @@ def create_speculative_expander(
     draft_params: GenerationParams | None = None,
     large_params: GenerationParams | None = None,
 ) -> StateGraph:
-    """Create the SpecSearch expander: draft -> evaluate -> reject -> [regenerate -> evaluate] -> merge.
+    """Create the SpecSearch expander: draft, evaluate, reject, [regenerate, evaluate], merge.
 
     1. **draft**: `small` writes `n` thoughts for every frontier node in one batched call.
     2. **evaluate**: `prm` scores them in one batched call.
@@ -74,10 +74,16 @@ def create_speculative_expander(
     draft_params = draft_params or GenerationParams()
     large_params = large_params or draft_params
     builder = StateGraph(ExpanderState, input_schema=ExpanderInput, output_schema=ExpanderOutput)
-    builder.add_node("draft", as_node(make_draft_node(small, params=draft_params, threshold=threshold), "draft"))
+    builder.add_node(
+        "draft", as_node(make_draft_node(small, params=draft_params, threshold=threshold), "draft")
+    )
     builder.add_node("evaluate", as_node(make_evaluate_node(prm), "evaluate"))
-    builder.add_node("reject", as_node(make_reject_node(threshold, seed=draft_params.seed), "reject"))
-    builder.add_node("regenerate", as_node(make_regenerate_node(large, params=large_params), "regenerate"))
+    builder.add_node(
+        "reject", as_node(make_reject_node(threshold, seed=draft_params.seed), "reject")
+    )
+    builder.add_node(
+        "regenerate", as_node(make_regenerate_node(large, params=large_params), "regenerate")
+    )
     builder.add_node("merge", as_node(make_merge_node(threshold), "merge"))
     builder.add_edge(START, "draft")
     builder.add_conditional_edges("draft", _route_after_draft, ["evaluate", "regenerate"])

@@ -18,7 +18,9 @@ def score_path(nodes: Mapping[str, Mapping[str, Any]], node_id: str, how: Aggreg
     return aggregate(scores, how)
 
 
-def compute_stats(usage: Mapping[str, Mapping[str, float]], wall_s: float, expansions: int) -> SearchStats:
+def compute_stats(
+    usage: Mapping[str, Mapping[str, float]], wall_s: float, expansions: int
+) -> SearchStats:
     """Turn summed usage counters into `SearchStats`."""
 
     def model(key: str) -> ModelUsage:
@@ -46,7 +48,9 @@ def compute_stats(usage: Mapping[str, Mapping[str, float]], wall_s: float, expan
     )
 
 
-def final_output(state: Mapping[str, Any], candidates: Sequence[str], how: Aggregation) -> dict[str, Any]:
+def final_output(
+    state: Mapping[str, Any], candidates: Sequence[str], how: Aggregation
+) -> dict[str, Any]:
     """Output keys of a search: the best candidate's answer and path, stats, threshold trace."""
     nodes = state["nodes"]
     best = max(candidates, key=lambda i: score_path(nodes, i, how)) if candidates else None

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from langchain_core.runnables import RunnableLambda
 
 from langgraph_specsearch.types import Generation
 
-AsyncNode = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+AsyncNode = Callable[[dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]
 
 
 def as_node(afunc: AsyncNode, name: str) -> RunnableLambda:

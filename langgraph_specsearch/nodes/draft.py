@@ -19,7 +19,9 @@ def step_seed(params: GenerationParams, state: dict[str, Any], salt: int) -> Gen
     return params.model_copy(update={"seed": params.seed + 7919 * expansions + salt})
 
 
-def make_draft_node(small: Backend, *, params: GenerationParams, threshold: ThresholdConfig) -> AsyncNode:
+def make_draft_node(
+    small: Backend, *, params: GenerationParams, threshold: ThresholdConfig
+) -> AsyncNode:
     """Build the draft node.
 
     During warm-up (no threshold estimate yet) it drafts nothing and asks the large model for
@@ -30,13 +32,17 @@ def make_draft_node(small: Backend, *, params: GenerationParams, threshold: Thre
         nodes, parents, n = state["nodes"], state["expand"], state["n"]
         if in_warmup(state["threshold"], threshold):
             return {"candidates": [], "regen": [p for p in parents for _ in range(n)]}
-        prompts = [small.prompt_format.render(state["question"], steps_to(nodes, p)) for p in parents]
+        prompts = [
+            small.prompt_format.render(state["question"], steps_to(nodes, p)) for p in parents
+        ]
         call_params = step_seed(params, state, salt=1)
         call_params = call_params.model_copy(update={"stop": small.prompt_format.stop_sequences()})
         with Clock() as clock:
             outputs = await small.agenerate(prompts, n=n, params=call_params)
         candidates = [
-            candidate(nodes[p], g, "small") for p, gens in zip(parents, outputs) for g in gens
+            candidate(nodes[p], g, "small")
+            for p, gens in zip(parents, outputs, strict=True)
+            for g in gens
         ]
         flat = [g for gens in outputs for g in gens]
         return {

@@ -21,7 +21,7 @@ def make_evaluate_node(prm: PRM) -> AsyncNode:
         paths = [[*steps_to(nodes, c["parent_id"]), c["text"]] for c in todo]
         with Clock() as clock:
             scores = await prm.ascore_last(state["question"], paths)
-        for c, score in zip(todo, scores):
+        for c, score in zip(todo, scores, strict=True):
             c["score"] = float(score)
         usage = {"prm": {"calls": 1, "time_s": clock.seconds, "scored": len(todo)}}
         return {"candidates": candidates, "usage": usage}

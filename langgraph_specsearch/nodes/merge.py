@@ -16,7 +16,11 @@ def make_merge_node(threshold: ThresholdConfig) -> AsyncNode:
         nodes, candidates = state["nodes"], state["candidates"]
         before = state["threshold"]
         large_scores = [c["score"] for c in candidates if c["source"] == "large"]
-        after = update(before, large_scores, threshold) if threshold.mode == "adaptive" else dict(before)
+        after = (
+            update(before, large_scores, threshold)
+            if threshold.mode == "adaptive"
+            else dict(before)
+        )
         after["expansions"] = before["expansions"] + 1
         taken: dict[str, int] = {}
         children = []
@@ -52,4 +56,3 @@ def make_merge_node(threshold: ThresholdConfig) -> AsyncNode:
         return {"children": children, "threshold": after, "trace": [point]}
 
     return merge
-

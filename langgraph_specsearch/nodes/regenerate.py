@@ -22,7 +22,9 @@ def make_regenerate_node(large: Backend, *, params: GenerationParams) -> AsyncNo
         nodes, regen = state["nodes"], state["regen"]
         unique = list(dict.fromkeys(regen))
         counts = {p: regen.count(p) for p in unique}
-        prompts = [large.prompt_format.render(state["question"], steps_to(nodes, p)) for p in unique]
+        prompts = [
+            large.prompt_format.render(state["question"], steps_to(nodes, p)) for p in unique
+        ]
         call_params = step_seed(params, state, salt=2)
         call_params = call_params.model_copy(update={"stop": large.prompt_format.stop_sequences()})
         n = max(counts.values())
@@ -30,10 +32,10 @@ def make_regenerate_node(large: Backend, *, params: GenerationParams) -> AsyncNo
             outputs = await large.agenerate(prompts, n=n, params=call_params)
         fresh = [
             {**candidate(nodes[p], g, "large"), "verdict": "large"}
-            for p, gens in zip(unique, outputs)
+            for p, gens in zip(unique, outputs, strict=True)
             for g in gens[: counts[p]]
         ]
-        used = [g for p, gens in zip(unique, outputs) for g in gens[: counts[p]]]
+        used = [g for p, gens in zip(unique, outputs, strict=True) for g in gens[: counts[p]]]
         return {
             "candidates": [*state["candidates"], *fresh],
             "regen": [],

@@ -42,12 +42,15 @@ _WORD_BEFORE = re.compile(r"([A-Za-z]+)\s*$")
 _WORD_AFTER = re.compile(r"^\s*([A-Za-z]+)")
 
 # Words that act as operators next to a number: a side touching one is not checkable.
-_OPERATOR_WORDS = frozenset(
-    "times of by plus minus divided multiplied than per over into half twice double triple "
-    "thrice quarter third squared cubed dozen dozens hundred hundreds thousand thousands "
-    "million millions billion billions k percent percentage power root sqrt with remainder "
-    "mod modulo r".split()
-)
+# fmt: off
+_OPERATOR_WORDS = frozenset([
+    "times", "of", "by", "plus", "minus", "divided", "multiplied", "than", "per", "over", "into",
+    "half", "twice", "double", "triple", "thrice", "quarter", "third", "squared", "cubed",
+    "dozen", "dozens", "hundred", "hundreds", "thousand", "thousands", "million", "millions",
+    "billion", "billions", "k", "percent", "percentage", "power", "root", "sqrt", "with",
+    "remainder", "mod", "modulo", "r",
+])
+# fmt: on
 # Characters that, touching a run without a space, make its edge ambiguous.
 _GLUE = set("^_'²³√∛") | set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
@@ -106,8 +109,10 @@ def _eval_node(node: ast.AST) -> Fraction:
     """Evaluate a whitelisted arithmetic AST node exactly."""
     if isinstance(node, ast.Expression):
         return _eval_node(node.body)
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        return Fraction(str(node.value)) if isinstance(node.value, float) else Fraction(node.value)
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return Fraction(node.value)
+    if isinstance(node, ast.Constant) and type(node.value) is float:
+        return Fraction(str(node.value))
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
         value = _eval_node(node.operand)
         return -value if isinstance(node.op, ast.USub) else value
@@ -271,7 +276,7 @@ def _check_chain(sides: list[str]) -> list[Equation]:
     first, second = variants
     if len(first) != len(second):
         return first if len(first) >= len(second) else second
-    return [a if a.holds or not b.holds else b for a, b in zip(first, second)]
+    return [a if a.holds or not b.holds else b for a, b in zip(first, second, strict=True)]
 
 
 def _runs(text: str) -> list[list[str]]:
@@ -294,7 +299,9 @@ def _runs(text: str) -> list[list[str]]:
         first, last = sides[0], sides[-1]
         if not first or first[0] in "+-*/" or _edge_is_ambiguous(before, ""):
             sides[0] = ""
-        remainder = re.search(r"remain", after[:60], re.IGNORECASE)  # `2250 / 360 = 6 ... remaining`
+        remainder = re.search(
+            r"remain", after[:60], re.IGNORECASE
+        )  # `2250 / 360 = 6 ... remaining`
         if not last or last[-1] in "+-*/" or _edge_is_ambiguous(" ", after) or remainder:
             sides[-1] = ""
         chains.append(sides)

@@ -54,4 +54,4 @@ class CombinedPRM(LastStepPRM):
         if not paths:
             return []
         judged = await self.judge.ascore_last(question, paths)
-        return [self.combine(j, p[-1]) if p else j for j, p in zip(judged, paths)]
+        return [self.combine(j, p[-1]) if p else j for j, p in zip(judged, paths, strict=True)]

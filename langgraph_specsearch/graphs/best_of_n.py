@@ -1,0 +1,213 @@
+"""Best-of-N over reasoning steps, as a template that accepts any expander.
+
+N independent paths are grown step by step through the expander, then a vote over their
+final answers picks the answer. Because every round goes through the expander, SpecSearch's
+draft -> evaluate -> reject -> regenerate (and its shared threshold beta) runs at every step
+of every path.
+"""
+
+from __future__ import annotations
+
+import operator
+import time
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+
+from langgraph_specsearch.answers import extract_answer
+from langgraph_specsearch.graphs.finalize import final_output, score_path
+from langgraph_specsearch.prm.base import Aggregation
+from langgraph_specsearch.state import (
+    ROOT_ID,
+    NodeTable,
+    SearchInput,
+    SearchOutput,
+    Usage,
+    add_usage,
+    merge_nodes,
+    path_to,
+    root_node,
+)
+from langgraph_specsearch.threshold import ThresholdState, initial_state
+
+Vote = Literal["weighted", "majority", "best"]
+Nodes = Mapping[str, Mapping[str, Any]]
+
+
+class BestOfNState(TypedDict):
+    """State of a best-of-N search (plain data only)."""
+
+    question: str
+    nodes: Annotated[NodeTable, merge_nodes]
+    frontier: list[str]
+    completed: list[str]
+    expand: list[str]
+    n: int
+    children: list[dict[str, Any]]
+    threshold: ThresholdState
+    usage: Annotated[Usage, add_usage]
+    trace: Annotated[list[dict[str, Any]], operator.add]
+    started_at: float
+    votes: dict[str, dict[str, Any]]
+    answer: str | None
+    path: list[dict[str, Any]]
+    stats: dict[str, Any]
+    threshold_trace: list[dict[str, Any]]
+
+
+def normalize_answer(answer: str) -> str:
+    """Canonical form for voting: numbers as `3`, `0.5`; other text stripped and lower-cased."""
+    text = answer.strip().rstrip(".").replace(",", "").lstrip("$").strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return text.lower()
+    if number.is_integer():
+        return str(int(number))
+    return repr(number)
+
+
+def path_answer(nodes: Nodes, node_id: str) -> str | None:
+    """The last final answer stated along the path ending at `node_id`."""
+    for step in reversed(path_to(nodes, node_id)):
+        answer = extract_answer(step["text"])
+        if answer is not None:
+            return answer
+    return None
+
+
+def tally(nodes: Nodes, leaves: Sequence[str], how: Aggregation) -> dict[str, dict[str, Any]]:
+    """Votes per normalised answer: `count`, `weight` (sum of path scores), `best`, `paths`."""
+    votes: dict[str, dict[str, Any]] = {}
+    for leaf in leaves:
+        answer = path_answer(nodes, leaf)
+        if answer is None:
+            continue
+        score = score_path(nodes, leaf, how)
+        slot = votes.setdefault(
+            normalize_answer(answer), {"count": 0, "weight": 0.0, "best": score, "paths": []}
+        )
+        slot["count"] += 1
+        slot["weight"] += score
+        slot["best"] = max(slot["best"], score)
+        slot["paths"].append(leaf)
+    return votes
+
+
+def winner(votes: Mapping[str, Mapping[str, Any]], vote: Vote) -> str | None:
+    """The voted answer key (ties: the other criteria, then the first answer seen)."""
+    if not votes:
+        return None
+    keys = {
+        "majority": lambda a: (votes[a]["count"], votes[a]["weight"]),
+        "weighted": lambda a: (votes[a]["weight"], votes[a]["count"]),
+        "best": lambda a: (votes[a]["best"], votes[a]["count"]),
+    }
+    return max(votes, key=keys[vote])
+
+
+def create_best_of_n(
+    expander: StateGraph | CompiledStateGraph,
+    /,
+    *,
+    n: int = 4,
+    max_steps: int = 6,
+    aggregate: Aggregation = "last",
+    vote: Vote = "weighted",
+) -> StateGraph:
+    """Create a step-level best-of-N search with answer voting that knows nothing of models.
+
+    The first round hands the root to `expander` for `n` children, one per path; every later
+    round hands it all open paths with `n=1`, so each path grows by one step per round. A path
+    is complete when its last step states a final answer (or ends the text); growing stops
+    when every path is complete or `max_steps` rounds have run.
+
+    The final answer of each path (`answers.extract_answer` on its last answer-bearing step,
+    normalised so that `3`, `3.0` and `3,` agree) is then voted on:
+
+    - `majority`: the most common answer (ties: larger weight).
+    - `weighted`: the answer with the largest sum of aggregated path scores (ties: count).
+    - `best`: the answer of the highest-scoring path.
+
+    Paths that state no answer do not vote. The output `answer` is the voted answer in its
+    normalised form and `path` is the best-scoring path that states it; with no answer
+    anywhere, the best path by score is returned with `answer=None`. The tallies are
+    kept in the `votes` state key (`{normalised answer: {"count", "weight", "best",
+    "paths"}}`), outside the output schema: read them with a checkpointer
+    (`graph.get_state(config).values["votes"]`) or by streaming `values`.
+
+    Swap the expander to change the method and nothing else: `create_ar_expander` (AR),
+    `create_sps_expander` (SpS), `create_speculative_expander` (SpecSearch).
+
+    Args:
+        expander: An expander subgraph (compiled or not) with `ExpanderInput` /
+            `ExpanderOutput` schemas.
+        n: Number of independent paths.
+        max_steps: Maximum rounds, i.e. reasoning steps per path.
+        aggregate: How per-step PRM scores become a path score (`last`, `min`, `prod`, `mean`).
+        vote: `weighted`, `majority` or `best`.
+
+    Returns:
+        An uncompiled StateGraph; input `{"question"}`, output `{"answer", "path", "stats",
+        "threshold_trace"}`. Compile it (optionally with a checkpointer) and invoke it, or add
+        it as a node in a parent graph.
+    """
+    if n < 1 or max_steps < 1:
+        raise ValueError("n and max_steps must be >= 1")
+    if vote not in ("weighted", "majority", "best"):
+        raise ValueError(f"unknown vote {vote!r} (expected 'weighted', 'majority' or 'best')")
+    compiled = expander if isinstance(expander, CompiledStateGraph) else expander.compile()
+
+    def init(state: BestOfNState) -> dict[str, Any]:
+        if not state["question"].strip():
+            raise ValueError("question must not be empty")
+        return {
+            "nodes": {ROOT_ID: root_node()},
+            "frontier": [ROOT_ID],
+            "completed": [],
+            "expand": [ROOT_ID],
+            "n": n,
+            "threshold": initial_state(),
+            "started_at": time.time(),
+        }
+
+    def collect(state: BestOfNState) -> dict[str, Any]:
+        new = {c["id"]: c for c in state["children"]}
+        live = [c for c in state["children"] if not c["rejected"]]
+        completed = state["completed"] + [c["id"] for c in live if c["terminal"]]
+        frontier = [c["id"] for c in live if not c["terminal"]]
+        return {
+            "nodes": new,
+            "completed": completed,
+            "frontier": frontier,
+            "expand": frontier,
+            "n": 1,
+        }
+
+    def route(state: BestOfNState) -> str:
+        depth = state["nodes"][state["frontier"][0]]["step"] if state["frontier"] else max_steps
+        return "expand" if state["frontier"] and depth < max_steps else "vote"
+
+    def finalize(state: BestOfNState) -> dict[str, Any]:
+        nodes = state["nodes"]
+        leaves = state["completed"] + state["frontier"]
+        votes = tally(nodes, leaves, aggregate)
+        chosen = winner(votes, vote)
+        if chosen is None:
+            return {**final_output(state, leaves, aggregate), "votes": votes}
+        out = final_output(state, votes[chosen]["paths"], aggregate)
+        return {**out, "answer": chosen, "votes": votes}
+
+    builder = StateGraph(BestOfNState, input_schema=SearchInput, output_schema=SearchOutput)
+    builder.add_node("init", init)
+    builder.add_node("expand", compiled)
+    builder.add_node("collect", collect)
+    builder.add_node("vote", finalize)
+    builder.add_edge(START, "init")
+    builder.add_edge("init", "expand")
+    builder.add_edge("expand", "collect")
+    builder.add_conditional_edges("collect", route, ["expand", "vote"])
+    builder.add_edge("vote", END)
+    return builder

@@ -1,0 +1,381 @@
+"""Monte Carlo tree search over reasoning steps, as a template that accepts any expander.
+
+One iteration is select -> expand -> evaluate -> backpropagate:
+
+- **select** walks from the root to a leaf (a node without kept children, or a terminal
+  node) by UCT or PUCT (`uct_score`, `puct_score`, `select_child`).
+- **expand** hands that leaf to the expander subgraph (`expand=[leaf]`,
+  `n=children_per_expansion`), so with `create_speculative_expander` SpecSearch's
+  draft -> evaluate -> reject -> regenerate runs at every expansion.
+- **evaluate** values each new kept child: its aggregated path score (with the default
+  `aggregate="last"`, its PRM score), or the float returned by an async `rollout(question,
+  steps)` (see `make_rollout`).
+- **backpropagate** (`backpropagate`) counts each child's evaluation as one simulation: the
+  child gets `visits=1, value=v`, and the leaf and all its ancestors get `visits += 1` and
+  `value += v` per child. Hence a node's visits are its own evaluation plus its children's
+  visits, and `Q = value / visits` is the mean evaluation of its subtree. A terminal leaf
+  (or a leaf at `max_depth`) is never expanded: selecting it backpropagates its own `Q` once
+  more. Visits and values live in the node table's `visits` / `value` fields and are written
+  through the `merge_nodes` reducer, so they survive checkpoints.
+
+**The shared threshold beta under MCTS.** The state holds one scalar EMA (`threshold`),
+exactly as under beam search. Every expansion reads it, whatever the depth of the selected
+leaf, and the expander's merge node updates it after every expansion that had large-model
+thoughts (the first `warmup_steps` expansions are made by the large model alone). Under MCTS
+consecutive updates may come from different depths and branches; the trace point of each
+update records the depth (`step`, the depth of the new children) at which it was made, so
+`threshold_trace` shows how beta moved as the search jumped around the tree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import operator
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Annotated, Any, Literal, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+
+from langgraph_specsearch.answers import is_terminal
+from langgraph_specsearch.backends.base import Backend
+from langgraph_specsearch.graphs.finalize import final_output, score_path
+from langgraph_specsearch.nodes.common import Clock, as_node
+from langgraph_specsearch.prm.base import PRM, Aggregation
+from langgraph_specsearch.state import (
+    ROOT_ID,
+    NodeTable,
+    SearchInput,
+    SearchOutput,
+    Usage,
+    add_usage,
+    children_of,
+    merge_nodes,
+    root_node,
+    steps_to,
+)
+from langgraph_specsearch.threshold import ThresholdState, initial_state
+from langgraph_specsearch.types import GenerationParams
+
+Rule = Literal["uct", "puct"]
+ValueSource = Literal["prm", "rollout"]
+FinalRule = Literal["most_visited", "best_value"]
+Rollout = Callable[[str, list[str]], Awaitable[float]]
+AsyncRollout = Callable[[str, list[str]], Coroutine[Any, Any, float]]
+Nodes = Mapping[str, Mapping[str, Any]]
+
+
+class MCTSState(TypedDict):
+    """State of an MCTS search (plain data only)."""
+
+    question: str
+    nodes: Annotated[NodeTable, merge_nodes]
+    leaf: str
+    iteration: int
+    values: dict[str, float]
+    expand: list[str]
+    n: int
+    children: list[dict[str, Any]]
+    threshold: ThresholdState
+    usage: Annotated[Usage, add_usage]
+    trace: Annotated[list[dict[str, Any]], operator.add]
+    started_at: float
+    answer: str | None
+    path: list[dict[str, Any]]
+    stats: dict[str, Any]
+    threshold_trace: list[dict[str, Any]]
+
+
+def mean_value(node: Mapping[str, Any]) -> float:
+    """Q = value / visits (0 for an unvisited node)."""
+    return float(node["value"]) / node["visits"] if node["visits"] else 0.0
+
+
+def uct_score(child: Mapping[str, Any], parent_visits: int, exploration: float) -> float:
+    """UCT: `Q + c * sqrt(ln N_parent / N_child)`; infinite for an unvisited child."""
+    if not child["visits"]:
+        return math.inf
+    bonus = math.sqrt(math.log(max(parent_visits, 1)) / child["visits"])
+    return mean_value(child) + exploration * bonus
+
+
+def puct_score(child: Mapping[str, Any], parent_visits: int, exploration: float) -> float:
+    """PUCT with the PRM score as prior: `Q + c * P * sqrt(N_parent) / (1 + N_child)`."""
+    prior = float(child["score"]) if child["score"] is not None else 0.0
+    bonus = prior * math.sqrt(parent_visits) / (1 + child["visits"])
+    return mean_value(child) + exploration * bonus
+
+
+def select_child(
+    nodes: Nodes, node_id: str, *, rule: Rule = "uct", exploration: float = 1.0
+) -> str | None:
+    """The kept child the rule picks (ties: creation order), or None at a leaf."""
+    kids = children_of(nodes, node_id)
+    if not kids:
+        return None
+    if rule == "uct":
+        unvisited = [k for k in kids if not nodes[k]["visits"]]
+        if unvisited:
+            return unvisited[0]
+    score = uct_score if rule == "uct" else puct_score
+    parent_visits = int(nodes[node_id]["visits"])
+    return max(kids, key=lambda k: score(nodes[k], parent_visits, exploration))
+
+
+def select_leaf(nodes: Nodes, *, rule: Rule = "uct", exploration: float = 1.0) -> str:
+    """Walk from the root by the rule until a leaf or a terminal node."""
+    current = ROOT_ID
+    while not nodes[current]["terminal"]:
+        nxt = select_child(nodes, current, rule=rule, exploration=exploration)
+        if nxt is None:
+            break
+        current = nxt
+    return current
+
+
+def backpropagate(nodes: Nodes, leaf_id: str, values: Mapping[str, float]) -> NodeTable:
+    """Updated copies of the touched nodes after one iteration.
+
+    With `values` (new children of `leaf_id` -> evaluation) each child gets one visit and
+    every node from the leaf to the root gets one visit and the value per child; with none
+    (an unexpandable leaf) the leaf's own Q is backpropagated once.
+    """
+    updates: NodeTable = {}
+    for child_id, v in values.items():
+        updates[child_id] = {**nodes[child_id], "visits": 1, "value": float(v)}
+    if values:
+        visits, total = len(values), float(sum(values.values()))
+    else:
+        visits, total = 1, mean_value(nodes[leaf_id])
+    current: str | None = leaf_id
+    while current is not None:
+        node = nodes[current]
+        updates[current] = {
+            **node,
+            "visits": node["visits"] + visits,
+            "value": float(node["value"]) + total,
+        }
+        current = node["parent_id"]
+    return updates
+
+
+def is_solved(nodes: Nodes, node_id: str, max_depth: int) -> bool:
+    """Terminal, at `max_depth`, or with kept children that are all solved."""
+    node = nodes[node_id]
+    if node["terminal"] or node["step"] >= max_depth:
+        return True
+    kids = children_of(nodes, node_id)
+    return bool(kids) and all(is_solved(nodes, k, max_depth) for k in kids)
+
+
+def most_visited_leaf(nodes: Nodes) -> str:
+    """Walk from the root taking the most visited kept child (ties: higher Q, then first)."""
+    current = ROOT_ID
+    while kids := children_of(nodes, current):
+        current = max(kids, key=lambda k: (nodes[k]["visits"], mean_value(nodes[k])))
+    return current
+
+
+def final_candidates(nodes: Nodes, final: FinalRule) -> list[str]:
+    """Ids `final_output` chooses the answer path from, under the final-answer rule."""
+    if final == "best_value":
+        terminal = [i for i, n in nodes.items() if n["terminal"] and not n["rejected"]]
+        if terminal:
+            return terminal
+        kept = [i for i, n in nodes.items() if i != ROOT_ID and not n["rejected"]]
+        if kept:
+            depth = max(nodes[i]["step"] for i in kept)
+            deepest = [i for i in kept if nodes[i]["step"] == depth]
+            return [max(deepest, key=lambda i: nodes[i]["visits"])]
+        return []
+    leaf = most_visited_leaf(nodes)
+    return [leaf] if leaf != ROOT_ID else []
+
+
+def make_rollout(
+    small: Backend,
+    prm: PRM,
+    /,
+    *,
+    max_steps: int = 4,
+    params: GenerationParams | None = None,
+) -> AsyncRollout:
+    """Build a rollout: the small model continues greedily to an answer; returns the PRM score.
+
+    The rollout writes at most `max_steps` more steps, one per call, stopping early once a
+    step states a final answer or ends the text; the value is the PRM score of the last step
+    (of the given steps when they already end in an answer). Rollout steps are not added to
+    the tree.
+
+    Args:
+        small: Backend that continues the path.
+        prm: Process reward model scoring the rollout's last step.
+        max_steps: Most steps the rollout may add.
+        params: Sampling parameters (default: greedy, temperature 0).
+
+    Returns:
+        An async callable `rollout(question, steps) -> float` for `create_mcts(value="rollout")`.
+    """
+    params = params or GenerationParams(temperature=0.0)
+    call_params = params.model_copy(update={"stop": small.prompt_format.stop_sequences()})
+
+    async def rollout(question: str, steps: list[str]) -> float:
+        path = list(steps)
+        for _ in range(max_steps):
+            if path and is_terminal(path[-1]):
+                break
+            prompt = small.prompt_format.render(question, path)
+            outputs = await small.agenerate([prompt], n=1, params=call_params)
+            generation = outputs[0][0]
+            path.append(generation.text)
+            if generation.finish_reason == "eos_token":
+                break
+        if not path:
+            return 0.0
+        (score,) = await prm.ascore_last(question, [path])
+        return float(score)
+
+    return rollout
+
+
+def create_mcts(
+    expander: StateGraph | CompiledStateGraph,
+    /,
+    *,
+    iterations: int = 8,
+    exploration: float = 1.0,
+    rule: Rule = "uct",
+    max_depth: int = 6,
+    children_per_expansion: int = 2,
+    value: ValueSource = "prm",
+    rollout: Rollout | None = None,
+    final: FinalRule = "most_visited",
+    aggregate: Aggregation = "last",
+) -> StateGraph:
+    """Create a step-level Monte Carlo tree search that knows nothing of models.
+
+    Each iteration selects a leaf from the root, hands it to `expander` for
+    `children_per_expansion` scored children, values the new children and backpropagates
+    the values to the root (see the module docstring for the exact counting).
+
+    - **Selection.** `uct`: `Q + c * sqrt(ln N_parent / N_child)`, unvisited children first.
+      `puct`: `Q + c * P * sqrt(N_parent) / (1 + N_child)` with the child's PRM score as the
+      prior `P`. Ties go to the first-created child. The walk stops at a node without kept
+      children or at a terminal node (rejected drafts are never selected).
+    - **Expansion.** Only non-terminal leaves above `max_depth` are expanded; selecting a
+      terminal leaf (or one at `max_depth`) backpropagates its own Q once more.
+    - **Value.** `prm`: the child's aggregated path score under `aggregate`. `rollout`:
+      `await rollout(question, steps)` for the path ending at the child (`make_rollout`
+      builds one from a small model and a PRM).
+    - **Stopping.** After `iterations` iterations, or earlier once the root is solved (every
+      path below it ends at a terminal node or at `max_depth`).
+    - **Final answer.** `most_visited`: walk from the root taking the most visited child
+      (ties: higher Q) down to a leaf; the answer is read off that path. `best_value`: the
+      terminal node with the best aggregated path score; when no terminal node exists, the
+      most visited node among the deepest ones.
+
+    Swap the expander to change the method and nothing else: `create_ar_expander` (AR),
+    `create_sps_expander` (SpS), `create_speculative_expander` (SpecSearch).
+
+    Args:
+        expander: An expander subgraph (compiled or not) with `ExpanderInput` /
+            `ExpanderOutput` schemas.
+        iterations: Select-expand-evaluate-backpropagate iterations.
+        exploration: The exploration constant `c`.
+        rule: `uct` or `puct`.
+        max_depth: Deepest step the tree may reach.
+        children_per_expansion: Children asked of the expander per expansion.
+        value: `prm` or `rollout`.
+        rollout: Async `rollout(question, steps) -> float`; required with `value="rollout"`.
+        final: `most_visited` or `best_value`.
+        aggregate: How per-step PRM scores become a path score (`last`, `min`, `prod`, `mean`).
+
+    Returns:
+        An uncompiled StateGraph; input `{"question"}`, output `{"answer", "path", "stats",
+        "threshold_trace"}`. Compile it (optionally with a checkpointer: the tree with its
+        visit counts and values is in the `nodes` state key) and invoke it, or add it as a
+        node in a parent graph.
+    """
+    if iterations < 1 or max_depth < 1 or children_per_expansion < 1:
+        raise ValueError("iterations, max_depth and children_per_expansion must be >= 1")
+    if exploration < 0:
+        raise ValueError("exploration must be >= 0")
+    if rule not in ("uct", "puct"):
+        raise ValueError(f"unknown rule {rule!r} (expected 'uct' or 'puct')")
+    if final not in ("most_visited", "best_value"):
+        raise ValueError(f"unknown final rule {final!r} (expected 'most_visited' or 'best_value')")
+    if value not in ("prm", "rollout"):
+        raise ValueError(f"unknown value {value!r} (expected 'prm' or 'rollout')")
+    if value == "rollout" and rollout is None:
+        raise ValueError("value='rollout' needs a rollout callable (see make_rollout)")
+    compiled = expander if isinstance(expander, CompiledStateGraph) else expander.compile()
+
+    def init(state: MCTSState) -> dict[str, Any]:
+        if not state["question"].strip():
+            raise ValueError("question must not be empty")
+        return {
+            "nodes": {ROOT_ID: root_node()},
+            "iteration": 0,
+            "threshold": initial_state(),
+            "started_at": time.time(),
+        }
+
+    def select(state: MCTSState) -> dict[str, Any]:
+        leaf = select_leaf(state["nodes"], rule=rule, exploration=exploration)
+        return {
+            "leaf": leaf,
+            "expand": [leaf],
+            "n": children_per_expansion,
+            "values": {},
+            "children": [],
+        }
+
+    def route_select(state: MCTSState) -> str:
+        leaf = state["nodes"][state["leaf"]]
+        return "backpropagate" if leaf["terminal"] or leaf["step"] >= max_depth else "expand"
+
+    async def evaluate(state: dict[str, Any]) -> dict[str, Any]:
+        new = {c["id"]: c for c in state["children"]}
+        table = {**state["nodes"], **new}
+        kept = [c["id"] for c in state["children"] if not c["rejected"]]
+        if value == "prm" or rollout is None:
+            return {"nodes": new, "values": {i: score_path(table, i, aggregate) for i in kept}}
+        with Clock() as clock:
+            results = await asyncio.gather(
+                *(rollout(state["question"], steps_to(table, i)) for i in kept)
+            )
+        usage = {"rollout": {"calls": len(kept), "time_s": clock.seconds}}
+        return {
+            "nodes": new,
+            "values": dict(zip(kept, map(float, results), strict=True)),
+            "usage": usage,
+        }
+
+    def backprop(state: MCTSState) -> dict[str, Any]:
+        updates = backpropagate(state["nodes"], state["leaf"], state["values"])
+        return {"nodes": updates, "iteration": state["iteration"] + 1}
+
+    def route_backprop(state: MCTSState) -> str:
+        done = state["iteration"] >= iterations or is_solved(state["nodes"], ROOT_ID, max_depth)
+        return "finalize" if done else "select"
+
+    def finalize(state: MCTSState) -> dict[str, Any]:
+        return final_output(state, final_candidates(state["nodes"], final), aggregate)
+
+    builder = StateGraph(MCTSState, input_schema=SearchInput, output_schema=SearchOutput)
+    builder.add_node("init", init)
+    builder.add_node("select", select)
+    builder.add_node("expand", compiled)
+    builder.add_node("evaluate", as_node(evaluate, "evaluate"))
+    builder.add_node("backpropagate", backprop)
+    builder.add_node("finalize", finalize)
+    builder.add_edge(START, "init")
+    builder.add_edge("init", "select")
+    builder.add_conditional_edges("select", route_select, ["expand", "backpropagate"])
+    builder.add_edge("expand", "evaluate")
+    builder.add_edge("evaluate", "backpropagate")
+    builder.add_conditional_edges("backpropagate", route_backprop, ["select", "finalize"])
+    builder.add_edge("finalize", END)
+    return builder

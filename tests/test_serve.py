@@ -1,0 +1,239 @@
+"""`specsearch serve`: TGI's API over a local model, checked with huggingface_hub's clients.
+
+Fast tests use a tiny randomly initialised Llama (`build_tiny_model`); `integration` tests use
+the embedded SmolLM2-135M-Instruct.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from huggingface_hub import AsyncInferenceClient, InferenceClient
+from huggingface_hub.errors import GenerationError, ValidationError
+
+from langgraph_specsearch.serve import background_server, build_tiny_model, create_app
+
+PROMPT = "Question: Natalia sold clips to 48 of her friends."
+
+
+@pytest.fixture(scope="module")
+def tiny() -> tuple[Any, Any]:
+    return build_tiny_model()
+
+
+@pytest.fixture(scope="module")
+def url(tiny: tuple[Any, Any]) -> Iterator[str]:
+    model, tokenizer = tiny
+    app = create_app(model, tokenizer, model_id="tiny-random", max_input_tokens=64,
+                     max_total_tokens=96)
+    with background_server(app) as base:
+        yield base
+
+
+def test_info_health_tokenize(url: str) -> None:
+    info = httpx.get(f"{url}/info").json()
+    assert info["model_id"] == "tiny-random"
+    assert (info["max_input_tokens"], info["max_total_tokens"]) == (64, 96)
+    assert info["max_top_n_tokens"] == 5 and info["speculate"] is None
+    assert httpx.get(f"{url}/health").status_code == 200
+    tokens = httpx.post(f"{url}/tokenize", json={"inputs": PROMPT}).json()
+    assert "".join(t["text"] for t in tokens) == PROMPT
+    assert all(PROMPT[t["start"] : t["stop"]] == t["text"] for t in tokens)
+
+
+def test_inference_client_sync(url: str) -> None:
+    client = InferenceClient(base_url=url)
+    text = client.text_generation(PROMPT, max_new_tokens=5)
+    assert isinstance(text, str)
+    out = client.text_generation(PROMPT, max_new_tokens=5, details=True, top_n_tokens=3,
+                                 decoder_input_details=True)
+    assert out.details.generated_tokens == 5 and out.details.finish_reason == "length"
+    assert len(out.details.tokens) == 5 and len(out.details.top_tokens) == 5
+    assert all(len(step) == 3 for step in out.details.top_tokens)
+    assert out.details.prefill[0].logprob is None and out.details.prefill[1].logprob < 0
+    pieces = list(client.text_generation(PROMPT, max_new_tokens=4, stream=True))
+    assert len(pieces) == 4
+    events = list(client.text_generation(PROMPT, max_new_tokens=4, stream=True, details=True))
+    assert events[-1].details.finish_reason == "length"
+    assert events[-1].generated_text == text[: len(events[-1].generated_text)]
+
+
+async def test_inference_client_async(url: str) -> None:
+    async with AsyncInferenceClient(base_url=url) as client:
+        greedy = await client.text_generation(PROMPT, max_new_tokens=6)
+        streamed = [piece async for piece in await client.text_generation(
+            PROMPT, max_new_tokens=6, stream=True)]
+        assert "".join(streamed) == greedy
+        a = await client.text_generation(PROMPT, max_new_tokens=6, do_sample=True, seed=7,
+                                         details=True)
+        b = await client.text_generation(PROMPT, max_new_tokens=6, do_sample=True, seed=7)
+        assert a.generated_text == b and a.details.seed == 7
+        best = await client.text_generation(PROMPT, max_new_tokens=3, best_of=2,
+                                            temperature=0.7, details=True)
+        assert len(best.details.best_of_sequences) == 1
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({"max_new_tokens": 0}, "`max_new_tokens` must be strictly positive"),
+        ({"top_n_tokens": 9}, "`top_n_tokens` must be >= 0 and <= 5"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "`stop` supports up to 4 stop sequences"),
+        ({"temperature": 0}, "`temperature` must be strictly positive"),
+        ({"max_new_tokens": 90}, "`inputs` tokens + `max_new_tokens` must be <= 96"),
+        ({"best_of": 2}, "you must use sampling when `best_of` is > 1"),
+    ],
+)
+def test_validation_errors(url: str, parameters: dict[str, Any], message: str) -> None:
+    response = httpx.post(f"{url}/generate", json={"inputs": PROMPT, "parameters": parameters})
+    assert response.status_code == 422
+    body = response.json()
+    assert body["error_type"] == "validation" and message in body["error"]
+
+
+def test_too_long_and_stream_errors(url: str) -> None:
+    response = httpx.post(f"{url}/generate", json={"inputs": "x y " * 200})
+    assert response.status_code == 422 and "`inputs` must have less than 64" in response.text
+    client = InferenceClient(base_url=url)
+    with pytest.raises(ValidationError, match="top_n_tokens"):
+        list(client.text_generation(PROMPT, max_new_tokens=3, top_n_tokens=8, stream=True))
+    events = httpx.post(f"{url}/generate_stream", json={
+        "inputs": PROMPT, "parameters": {"decoder_input_details": True}}).text
+    error = json.loads(events.strip()[len("data:"):])
+    assert error["error_type"] == "validation" and "decoder_input_details" in error["error"]
+
+
+def test_stream_error_mid_generation_closes(tiny: tuple[Any, Any]) -> None:
+    model, tokenizer = tiny
+    app = create_app(model, tokenizer, model_id="tiny")
+    engine = app.state.engine
+    original = engine._push
+
+    def push(row: Any, token: int, lp: float, top: Any) -> bool:
+        if len(row.tokens) == 2:
+            raise RuntimeError("boom")
+        return bool(original(row, token, lp, top))
+
+    engine._push = push
+    with background_server(app) as base:
+        client = InferenceClient(base_url=base, timeout=30)
+        seen = []
+        with pytest.raises(GenerationError, match="boom"):
+            for piece in client.text_generation(PROMPT, max_new_tokens=10, stream=True):
+                seen.append(piece)
+        assert len(seen) == 2
+        response = httpx.post(f"{base}/generate", json={"inputs": PROMPT})
+        assert response.status_code == 424 and response.json()["error_type"] == "generation"
+
+
+async def test_concurrent_requests_are_batched(tiny: tuple[Any, Any]) -> None:
+    model, tokenizer = tiny
+    app = create_app(model, tokenizer, model_id="tiny", batch_wait_s=0.05)
+    with background_server(app) as base:
+        async with httpx.AsyncClient(timeout=60) as http:
+            body = {"inputs": PROMPT, "parameters": {"max_new_tokens": 8}}
+            single = (await http.post(f"{base}/generate", json=body)).json()
+            before = app.state.engine.batches_run
+            prompts = [PROMPT[: 20 + 3 * i] for i in range(8)]
+            outs = await asyncio.gather(*(
+                http.post(f"{base}/generate", json={"inputs": p, "parameters":
+                                                    {"max_new_tokens": 8}}) for p in prompts))
+            assert all(o.status_code == 200 for o in outs)
+            assert app.state.engine.batches_run - before <= 2
+            assert single["generated_text"]
+
+
+async def test_overloaded_429(tiny: tuple[Any, Any]) -> None:
+    model, tokenizer = tiny
+    app = create_app(model, tokenizer, model_id="tiny", max_concurrent_requests=1)
+    with background_server(app) as base:
+        async with httpx.AsyncClient(timeout=60) as http:
+            long = asyncio.ensure_future(http.post(
+                f"{base}/generate", json={"inputs": PROMPT, "parameters": {"max_new_tokens": 900}}))
+            while not app.state.in_flight[0]:
+                await asyncio.sleep(0.005)
+            response = await http.post(f"{base}/generate", json={
+                "inputs": PROMPT, "parameters": {"max_new_tokens": 1}})
+            assert response.status_code == 429
+            assert response.json() == {"error": "Model is overloaded", "error_type": "overloaded"}
+            assert (await long).status_code == 200
+
+
+def test_api_key(tiny: tuple[Any, Any]) -> None:
+    model, tokenizer = tiny
+    app = create_app(model, tokenizer, model_id="tiny", api_key="sekrit")
+    with background_server(app) as base:
+        body = {"inputs": PROMPT, "parameters": {"max_new_tokens": 2}}
+        assert httpx.post(f"{base}/generate", json=body).status_code == 401
+        assert httpx.post(f"{base}/generate", json=body,
+                          headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert httpx.get(f"{base}/health").status_code == 200
+        client = InferenceClient(base_url=base, api_key="sekrit")
+        assert isinstance(client.text_generation(PROMPT, max_new_tokens=2), str)
+
+
+def test_draft_model_same_vocab_equals_greedy(tiny: tuple[Any, Any]) -> None:
+    model, tokenizer = tiny
+    draft_model, _ = build_tiny_model(seed=1)
+    plain = create_app(model, tokenizer, model_id="tiny")
+    assisted = create_app(model, tokenizer, model_id="tiny", draft=(draft_model, tokenizer),
+                          draft_model_id="tiny-draft")
+    body = {"inputs": PROMPT, "parameters": {"max_new_tokens": 12, "details": True}}
+    with background_server(plain) as a, background_server(assisted) as b:
+        info = httpx.get(f"{b}/info").json()
+        assert info["speculate"] == "draft-model" and info["draft_model_id"] == "tiny-draft"
+        want = httpx.post(f"{a}/generate", json=body, timeout=60).json()
+        got = httpx.post(f"{b}/generate", json=body, timeout=60).json()
+        assert got["generated_text"] == want["generated_text"]
+        assert [t["id"] for t in got["details"]["tokens"]] == [
+            t["id"] for t in want["details"]["tokens"]]
+        lines = [json.loads(line[5:]) for line in httpx.post(
+            f"{b}/generate_stream", json=body, timeout=60).text.splitlines()
+            if line.startswith("data:")]
+        assert lines[-1]["generated_text"] == want["generated_text"]
+
+
+# ---------------------------------------------------------------------------- real model
+
+
+@pytest.fixture(scope="module")
+def smol() -> tuple[Any, Any]:
+    from langgraph_specsearch.models import load_pretrained
+
+    return load_pretrained("smollm2-135m")
+
+
+@pytest.mark.integration
+async def test_smollm2_batched_greedy_equals_single(smol: tuple[Any, Any]) -> None:
+    model, tokenizer = smol
+    app = create_app(model, tokenizer, model_id="smollm2-135m", batch_wait_s=0.05)
+    prompts = ["The capital of France is", "2 + 2 =", "Once upon a time, there"]
+    with background_server(app) as base:
+        async with AsyncInferenceClient(base_url=base) as client:
+            alone = [await client.text_generation(p, max_new_tokens=8) for p in prompts]
+            together = await asyncio.gather(
+                *(client.text_generation(p, max_new_tokens=8) for p in prompts))
+            stopped = await client.text_generation("Count: 1, 2, 3,", max_new_tokens=20,
+                                                   stop=[" 5"], details=True)
+    assert together == alone
+    assert stopped.details.finish_reason == "stop_sequence"
+    assert stopped.generated_text.endswith(" 5") or " 5" in stopped.generated_text
+
+
+@pytest.mark.integration
+def test_smollm2_universal_assisted_equals_greedy(smol: tuple[Any, Any],
+                                                  tiny: tuple[Any, Any]) -> None:
+    """A draft with a different tokenizer (universal assisted generation) keeps greedy output."""
+    model, tokenizer = smol
+    plain = create_app(model, tokenizer, model_id="smollm2-135m")
+    assisted = create_app(model, tokenizer, model_id="smollm2-135m", draft=tiny)
+    body = {"inputs": "The capital of France is", "parameters": {"max_new_tokens": 10}}
+    with background_server(plain) as a, background_server(assisted) as b:
+        want = httpx.post(f"{a}/generate", json=body, timeout=120).json()
+        got = httpx.post(f"{b}/generate", json=body, timeout=120).json()
+    assert got == want

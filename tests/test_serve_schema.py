@@ -1,0 +1,69 @@
+"""Schemathesis: `specsearch serve` conforms to TGI's OpenAPI document (implemented routes).
+
+The fixture is TGI's docs/openapi.json unmodified; it declares OpenAPI 3.0.3 but uses 3.1
+keywords (numeric `exclusiveMinimum`), so it is read here as 3.1: version set to 3.1.0 and
+`nullable: true` turned into a "null" alternative.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+
+from langgraph_specsearch.serve import background_server, build_tiny_model, create_app
+
+SPEC = Path(__file__).parent / "fixtures" / "tgi_openapi.json"
+IMPLEMENTED = ["/", "/generate", "/generate_stream", "/info", "/health", "/tokenize"]
+
+
+def as_openapi_31(node: Any) -> Any:
+    """OpenAPI 3.0 `nullable` -> a JSON-Schema "null" alternative (recursively)."""
+    if isinstance(node, list):
+        return [as_openapi_31(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: as_openapi_31(value) for key, value in node.items()}
+    if out.pop("nullable", False):
+        kind = out.get("type")
+        if isinstance(kind, str):
+            out["type"] = [kind, "null"]
+        elif "$ref" in out or "allOf" in out or "oneOf" in out:
+            keep = {k: out.pop(k) for k in ("$ref", "allOf", "oneOf") if k in out}
+            out["anyOf"] = [keep, {"type": "null"}]
+    return out
+
+
+def load_schema() -> Any:
+    raw = json.loads(SPEC.read_text())
+    doc = copy.deepcopy(raw)
+    doc["openapi"] = "3.1.0"
+    doc["components"] = as_openapi_31(doc["components"])
+    doc["paths"] = {path: as_openapi_31(doc["paths"][path]) for path in IMPLEMENTED}
+    return schemathesis.openapi.from_dict(doc)
+
+
+schema = load_schema()
+
+
+@pytest.fixture(scope="module")
+def base_url() -> Iterator[str]:
+    model, tokenizer = build_tiny_model()
+    # Small limits keep every generation short: max_new_tokens is validated against them.
+    app = create_app(model, tokenizer, model_id="tiny", max_input_tokens=24, max_total_tokens=32)
+    with background_server(app) as url:
+        yield url
+
+
+@schema.parametrize()
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+def test_conforms_to_tgi_openapi(case: Any, base_url: str) -> None:
+    response = case.call(base_url=base_url, timeout=60)
+    assert response.status_code < 500, response.text
+    case.validate_response(response)
