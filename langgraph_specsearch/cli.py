@@ -42,14 +42,19 @@ def _config_error(exc: ValidationError) -> str:
 
 
 def _progress(node: str, update: dict[str, Any]) -> None:
-    """One stderr line per model-calling node."""
+    """One stderr line per model call and per finished expansion."""
     name = node.rsplit("/", 1)[-1]
-    if name in ("draft", "regenerate", "generate") and update.get("candidates"):
-        fresh = [c for c in update["candidates"] if c["score"] is None]
-        if fresh:
-            source = fresh[0]["source"]
-            err.print(f"[dim]step {fresh[0]['step']}: {name} · {len(fresh)} {source} thoughts[/]")
-    elif name == "merge" and update.get("trace"):
+    usage = update.get("usage") or {}
+    for model in ("small", "large", "prm"):
+        if "/" in node and model in usage:
+            u = usage[model]
+            what = (
+                f"scored {int(u.get('scored', 0))}"
+                if model == "prm"
+                else (f"{int(u.get('generated_tokens', 0))} tokens")
+            )
+            err.print(f"[dim]  {name:<10} {model:<5} {what}, {u.get('time_s', 0.0):.1f} s[/]")
+    if name == "merge" and update.get("trace"):
         point = update["trace"][-1]
         beta = "—" if point["beta_next"] is None else f"{point['beta_next']:.3f}"
         err.print(
@@ -186,6 +191,16 @@ def solve(
         sys.stdout.write(result.model_dump_json() + "\n")
     else:
         print_human(result)
+
+
+def _register_serve() -> None:
+    """`specsearch serve`: the TGI-compatible server (imported lazily: FastAPI, uvicorn)."""
+    from langgraph_specsearch.serve import serve
+
+    app.command("serve")(serve)
+
+
+_register_serve()
 
 
 def main() -> None:

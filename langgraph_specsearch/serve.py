@@ -185,7 +185,9 @@ class _Engine:
         eos = getattr(model.generation_config, "eos_token_id", None)
         if eos is None:
             eos = tokenizer.eos_token_id
-        self.eos_ids: set[int] = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        self.eos_ids: set[int] = set(
+            eos if isinstance(eos, list) else [eos] if eos is not None else []
+        )
         pad = tokenizer.pad_token_id
         if pad is None:
             pad = next(iter(self.eos_ids), 0)
@@ -281,9 +283,7 @@ class _Engine:
             tail_from = max(0, len(previous) - window)
             if any(s in full[tail_from:] for s in row.stop if s):
                 row.finish_reason = "stop_sequence"
-        if row.finish_reason is None and (
-            len(row.tokens) >= row.max_new_tokens or row.cancelled
-        ):
+        if row.finish_reason is None and (len(row.tokens) >= row.max_new_tokens or row.cancelled):
             row.finish_reason = "length"
         if row.on_token is not None:
             row.on_token(row, len(row.tokens) - 1)
@@ -400,10 +400,7 @@ class _RowChooser(LogitsProcessor):
             if not bool(torch.isfinite(lp).any()):  # extreme penalties overflowed: drop them
                 lp = torch.log_softmax(scores[i].float(), dim=-1)
             lp = torch.nan_to_num(lp, nan=-math.inf, neginf=FLOOR_LOGPROB)
-            if row.do_sample:
-                token = _sample(lp, row)
-            else:
-                token = int(torch.argmax(lp))
+            token = _sample(lp, row) if row.do_sample else int(torch.argmax(lp))
             row.pending_lp = float(lp[token])
             row.pending_top = self.engine._top(lp, row.top_n)
             out[i, token] = 0.0
@@ -490,7 +487,9 @@ class _Prepared(BaseModel):
     top_n: int
 
 
-def _token_json(tokenizer: Any, special_ids: set[int], token: int, text: str, lp: float | None) -> dict[str, Any]:
+def _token_json(
+    tokenizer: Any, special_ids: set[int], token: int, text: str, lp: float | None
+) -> dict[str, Any]:
     return {"id": token, "text": text, "logprob": lp, "special": token in special_ids}
 
 
@@ -557,7 +556,10 @@ def create_app(
             header = request.headers.get("authorization", "")
             if header != f"Bearer {api_key}":
                 return JSONResponse(
-                    {"error": "Unauthorized: missing or wrong API key", "error_type": "unauthorized"},
+                    {
+                        "error": "Unauthorized: missing or wrong API key",
+                        "error_type": "unauthorized",
+                    },
                     status_code=401,
                 )
         response: Response = await call_next(request)
@@ -569,12 +571,33 @@ def create_app(
 
     from fastapi.exceptions import RequestValidationError
 
+    def _sse_error(exc: TGIError) -> Response:
+        payload = f"data:{json.dumps(exc.body())}\n\n"
+        return Response(payload, status_code=exc.status, media_type="text/event-stream")
+
     @app.exception_handler(RequestValidationError)
-    async def _bad_body(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _bad_body(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         message = f"Failed to deserialize the JSON body: {where}: {first.get('msg', 'invalid')}"
+        if request.url.path == "/generate_stream":
+            return _sse_error(_validation(message))
         return JSONResponse({"error": message, "error_type": "validation"}, status_code=422)
+
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # An unparsable body is a 422 validation error in TGI's document (not FastAPI's 400).
+        status = 422 if exc.status_code == 400 else exc.status_code
+        kind = "validation" if status == 422 else "http"
+        if status == 422 and request.url.path == "/generate_stream":
+            return _sse_error(TGIError(status, str(exc.detail), kind))
+        return JSONResponse(
+            {"error": str(exc.detail), "error_type": kind},
+            status_code=status,
+            headers=getattr(exc, "headers", None),
+        )
 
     def tokenize(text: str) -> tuple[list[int], list[tuple[int, int]]]:
         enc = tokenizer(text, return_offsets_mapping=True)
@@ -594,7 +617,9 @@ def create_app(
         if stream and best_of != 1:
             raise _validation("`best_of` != 1 is not supported when streaming tokens")
         if stream and p.decoder_input_details:
-            raise _validation("`decoder_input_details` == true is not supported when streaming tokens")
+            raise _validation(
+                "`decoder_input_details` == true is not supported when streaming tokens"
+            )
         sampling = (
             p.do_sample
             or p.temperature is not None
@@ -646,13 +671,10 @@ def create_app(
             raise _validation("`inputs` cannot be empty")
         if len(ids) > limits.max_input_tokens:
             raise _validation(
-                f"`inputs` must have less than {limits.max_input_tokens} tokens."
-                f" Given: {len(ids)}"
+                f"`inputs` must have less than {limits.max_input_tokens} tokens. Given: {len(ids)}"
             )
         max_new = (
-            p.max_new_tokens
-            if p.max_new_tokens is not None
-            else limits.max_total_tokens - len(ids)
+            p.max_new_tokens if p.max_new_tokens is not None else limits.max_total_tokens - len(ids)
         )
         if len(ids) + max_new > limits.max_total_tokens:
             raise _validation(
@@ -723,9 +745,11 @@ def create_app(
         try:
             prep = prepare(req, stream=False)
             p = req.parameters
-            seeds = [prep.seed] if prep.best_of == 1 else [
-                random.randrange(1, 2**63) for _ in range(prep.best_of)
-            ]
+            seeds = (
+                [prep.seed]
+                if prep.best_of == 1
+                else [random.randrange(1, 2**63) for _ in range(prep.best_of)]
+            )
             rows = [make_row(prep, s) for s in seeds]
             prefill_task = None
             if p.decoder_input_details:
@@ -736,7 +760,9 @@ def create_app(
             except TGIError:
                 raise
             except Exception as exc:
-                raise TGIError(424, f"Request failed during generation: {exc}", "generation") from exc
+                raise TGIError(
+                    424, f"Request failed during generation: {exc}", "generation"
+                ) from exc
             prefill: list[dict[str, Any]] = []
             if prefill_task is not None:
                 lps = await prefill_task
@@ -772,19 +798,9 @@ def create_app(
     def sse(payload: dict[str, Any]) -> bytes:
         return f"data:{json.dumps(payload)}\n\n".encode()
 
-    async def stream_events(req: GenerateRequest) -> AsyncIterator[bytes]:
-        try:
-            acquire()
-        except TGIError as exc:
-            yield sse(exc.body())
-            return
+    async def stream_events(req: GenerateRequest, prep: _Prepared) -> AsyncIterator[bytes]:
         rows: list[_Row] = []
         try:
-            try:
-                prep = prepare(req, stream=True)
-            except TGIError as exc:
-                yield sse(exc.body())
-                return
             loop = asyncio.get_running_loop()
             events: asyncio.Queue[int] = asyncio.Queue()
 
@@ -805,8 +821,10 @@ def create_app(
                     if job.exception() is not None:
                         exc = job.exception()
                         yield sse(
-                            {"error": f"Request failed during generation: {exc}",
-                             "error_type": "generation"}
+                            {
+                                "error": f"Request failed during generation: {exc}",
+                                "error_type": "generation",
+                            }
                         )
                         return
                     if events.empty():
@@ -818,7 +836,10 @@ def create_app(
                 event: dict[str, Any] = {
                     "index": index,
                     "token": _token_json(
-                        tokenizer, engine.special_ids, row.tokens[index], row.texts[index],
+                        tokenizer,
+                        engine.special_ids,
+                        row.tokens[index],
+                        row.texts[index],
                         row.logprobs[index],
                     ),
                     "top_tokens": [
@@ -848,16 +869,40 @@ def create_app(
                 r.cancelled = True
             raise
         except Exception as exc:  # noqa: BLE001 - reported in-band, then the stream closes
-            yield sse({"error": f"Request failed during generation: {exc}", "error_type": "generation"})
+            yield sse(
+                {"error": f"Request failed during generation: {exc}", "error_type": "generation"}
+            )
         finally:
             for r in rows:
                 if r.finish_reason is None:
                     r.cancelled = True
             release()
 
-    def stream_response(req: GenerateRequest) -> StreamingResponse:
+    async def _error_event(exc: TGIError) -> AsyncIterator[bytes]:
+        yield sse(exc.body())
+
+    def stream_response(req: GenerateRequest, *, json_errors: bool = False) -> Response:
+        # Errors before the first token (overloaded, validation) keep their HTTP status, as
+        # the OpenAPI document declares: on /generate_stream as the stream's only event, on
+        # the compat route `/` as a JSON body (which huggingface_hub's client parses).
+        def error(exc: TGIError) -> Response:
+            if json_errors:
+                return JSONResponse(exc.body(), status_code=exc.status)
+            return StreamingResponse(
+                _error_event(exc), status_code=exc.status, media_type="text/event-stream"
+            )
+
+        try:
+            acquire()
+        except TGIError as exc:
+            return error(exc)
+        try:
+            prep = prepare(req, stream=True)
+        except TGIError as exc:
+            release()
+            return error(exc)
         return StreamingResponse(
-            stream_events(req),
+            stream_events(req, prep),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -867,16 +912,16 @@ def create_app(
         """TGI `generate`."""
         return JSONResponse(await generate_json(req))
 
-    @app.post("/generate_stream")
-    async def generate_stream(req: GenerateRequest) -> StreamingResponse:
+    @app.post("/generate_stream", response_model=None)
+    async def generate_stream(req: GenerateRequest) -> Response:
         """TGI `generate_stream` (server-sent events; errors are sent as an error event)."""
         return stream_response(req)
 
     @app.post("/", response_model=None)
-    async def compat_generate(req: GenerateRequest) -> JSONResponse | StreamingResponse:
+    async def compat_generate(req: GenerateRequest) -> Response:
         """TGI `compat_generate`: `/generate` (as a one-element list) or `/generate_stream`."""
         if req.stream:
-            return stream_response(req)
+            return stream_response(req, json_errors=True)
         return JSONResponse([await generate_json(req)])
 
     @app.get("/info")
@@ -907,7 +952,9 @@ def create_app(
     async def health() -> Response:
         """200 once the model is loaded and the batching loop runs."""
         if engine.queue is None:
-            return JSONResponse({"error": "unhealthy", "error_type": "healthcheck"}, status_code=503)
+            return JSONResponse(
+                {"error": "unhealthy", "error_type": "healthcheck"}, status_code=503
+            )
         return Response(status_code=200)
 
     @app.post("/tokenize")
@@ -1014,7 +1061,8 @@ def serve(
     max_total_tokens: Annotated[int, typer.Option(help="Prompt + new tokens limit.")] = 4096,
     max_batch_size: Annotated[int, typer.Option(help="Sequences per generate() call.")] = 8,
     api_key: Annotated[
-        str | None, typer.Option(help="Require `Authorization: Bearer KEY`.", envvar="SPECSEARCH_API_KEY")
+        str | None,
+        typer.Option(help="Require `Authorization: Bearer KEY`.", envvar="SPECSEARCH_API_KEY"),
     ] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
 ) -> None:

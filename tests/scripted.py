@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from langgraph_specsearch.prm.base import LastStepPRM
-from langgraph_specsearch.prompts import FewShotFormat
+from langgraph_specsearch.prompts import FewShotFormat, PromptFormat
 from langgraph_specsearch.types import Generation, GenerationParams
 
 
@@ -14,7 +14,7 @@ class ScriptedBackend:
 
     def __init__(self, name: str, script: Callable[[str, int, int], str]) -> None:
         self.name = name
-        self.prompt_format = FewShotFormat(exemplars=())
+        self.prompt_format: PromptFormat = FewShotFormat(exemplars=())
         self.script = script
         self.calls: list[tuple[list[str], int]] = []
 

@@ -29,8 +29,9 @@ def tiny() -> tuple[Any, Any]:
 @pytest.fixture(scope="module")
 def url(tiny: tuple[Any, Any]) -> Iterator[str]:
     model, tokenizer = tiny
-    app = create_app(model, tokenizer, model_id="tiny-random", max_input_tokens=64,
-                     max_total_tokens=96)
+    app = create_app(
+        model, tokenizer, model_id="tiny-random", max_input_tokens=64, max_total_tokens=96
+    )
     with background_server(app) as base:
         yield base
 
@@ -50,15 +51,18 @@ def test_inference_client_sync(url: str) -> None:
     client = InferenceClient(base_url=url)
     text = client.text_generation(PROMPT, max_new_tokens=5)
     assert isinstance(text, str)
-    out = client.text_generation(PROMPT, max_new_tokens=5, details=True, top_n_tokens=3,
-                                 decoder_input_details=True)
+    out: Any = client.text_generation(
+        PROMPT, max_new_tokens=5, details=True, top_n_tokens=3, decoder_input_details=True
+    )
     assert out.details.generated_tokens == 5 and out.details.finish_reason == "length"
     assert len(out.details.tokens) == 5 and len(out.details.top_tokens) == 5
     assert all(len(step) == 3 for step in out.details.top_tokens)
     assert out.details.prefill[0].logprob is None and out.details.prefill[1].logprob < 0
     pieces = list(client.text_generation(PROMPT, max_new_tokens=4, stream=True))
     assert len(pieces) == 4
-    events = list(client.text_generation(PROMPT, max_new_tokens=4, stream=True, details=True))
+    events: list[Any] = list(
+        client.text_generation(PROMPT, max_new_tokens=4, stream=True, details=True)
+    )
     assert events[-1].details.finish_reason == "length"
     assert events[-1].generated_text == text[: len(events[-1].generated_text)]
 
@@ -66,15 +70,19 @@ def test_inference_client_sync(url: str) -> None:
 async def test_inference_client_async(url: str) -> None:
     async with AsyncInferenceClient(base_url=url) as client:
         greedy = await client.text_generation(PROMPT, max_new_tokens=6)
-        streamed = [piece async for piece in await client.text_generation(
-            PROMPT, max_new_tokens=6, stream=True)]
+        streamed = [
+            piece
+            async for piece in await client.text_generation(PROMPT, max_new_tokens=6, stream=True)
+        ]
         assert "".join(streamed) == greedy
-        a = await client.text_generation(PROMPT, max_new_tokens=6, do_sample=True, seed=7,
-                                         details=True)
+        a = await client.text_generation(
+            PROMPT, max_new_tokens=6, do_sample=True, seed=7, details=True
+        )
         b = await client.text_generation(PROMPT, max_new_tokens=6, do_sample=True, seed=7)
         assert a.generated_text == b and a.details.seed == 7
-        best = await client.text_generation(PROMPT, max_new_tokens=3, best_of=2,
-                                            temperature=0.7, details=True)
+        best = await client.text_generation(
+            PROMPT, max_new_tokens=3, best_of=2, temperature=0.7, details=True
+        )
         assert len(best.details.best_of_sequences) == 1
 
 
@@ -102,9 +110,12 @@ def test_too_long_and_stream_errors(url: str) -> None:
     client = InferenceClient(base_url=url)
     with pytest.raises(ValidationError, match="top_n_tokens"):
         list(client.text_generation(PROMPT, max_new_tokens=3, top_n_tokens=8, stream=True))
-    events = httpx.post(f"{url}/generate_stream", json={
-        "inputs": PROMPT, "parameters": {"decoder_input_details": True}}).text
-    error = json.loads(events.strip()[len("data:"):])
+    events = httpx.post(
+        f"{url}/generate_stream",
+        json={"inputs": PROMPT, "parameters": {"decoder_input_details": True}},
+    ).text
+
+    error = json.loads(events.strip()[len("data:") :])
     assert error["error_type"] == "validation" and "decoder_input_details" in error["error"]
 
 
@@ -140,9 +151,14 @@ async def test_concurrent_requests_are_batched(tiny: tuple[Any, Any]) -> None:
             single = (await http.post(f"{base}/generate", json=body)).json()
             before = app.state.engine.batches_run
             prompts = [PROMPT[: 20 + 3 * i] for i in range(8)]
-            outs = await asyncio.gather(*(
-                http.post(f"{base}/generate", json={"inputs": p, "parameters":
-                                                    {"max_new_tokens": 8}}) for p in prompts))
+            outs = await asyncio.gather(
+                *(
+                    http.post(
+                        f"{base}/generate", json={"inputs": p, "parameters": {"max_new_tokens": 8}}
+                    )
+                    for p in prompts
+                )
+            )
             assert all(o.status_code == 200 for o in outs)
             assert app.state.engine.batches_run - before <= 2
             assert single["generated_text"]
@@ -153,12 +169,17 @@ async def test_overloaded_429(tiny: tuple[Any, Any]) -> None:
     app = create_app(model, tokenizer, model_id="tiny", max_concurrent_requests=1)
     with background_server(app) as base:
         async with httpx.AsyncClient(timeout=60) as http:
-            long = asyncio.ensure_future(http.post(
-                f"{base}/generate", json={"inputs": PROMPT, "parameters": {"max_new_tokens": 900}}))
+            long = asyncio.ensure_future(
+                http.post(
+                    f"{base}/generate",
+                    json={"inputs": PROMPT, "parameters": {"max_new_tokens": 900}},
+                )
+            )
             while not app.state.in_flight[0]:
                 await asyncio.sleep(0.005)
-            response = await http.post(f"{base}/generate", json={
-                "inputs": PROMPT, "parameters": {"max_new_tokens": 1}})
+            response = await http.post(
+                f"{base}/generate", json={"inputs": PROMPT, "parameters": {"max_new_tokens": 1}}
+            )
             assert response.status_code == 429
             assert response.json() == {"error": "Model is overloaded", "error_type": "overloaded"}
             assert (await long).status_code == 200
@@ -170,8 +191,12 @@ def test_api_key(tiny: tuple[Any, Any]) -> None:
     with background_server(app) as base:
         body = {"inputs": PROMPT, "parameters": {"max_new_tokens": 2}}
         assert httpx.post(f"{base}/generate", json=body).status_code == 401
-        assert httpx.post(f"{base}/generate", json=body,
-                          headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert (
+            httpx.post(
+                f"{base}/generate", json=body, headers={"Authorization": "Bearer nope"}
+            ).status_code
+            == 401
+        )
         assert httpx.get(f"{base}/health").status_code == 200
         client = InferenceClient(base_url=base, api_key="sekrit")
         assert isinstance(client.text_generation(PROMPT, max_new_tokens=2), str)
@@ -181,8 +206,13 @@ def test_draft_model_same_vocab_equals_greedy(tiny: tuple[Any, Any]) -> None:
     model, tokenizer = tiny
     draft_model, _ = build_tiny_model(seed=1)
     plain = create_app(model, tokenizer, model_id="tiny")
-    assisted = create_app(model, tokenizer, model_id="tiny", draft=(draft_model, tokenizer),
-                          draft_model_id="tiny-draft")
+    assisted = create_app(
+        model,
+        tokenizer,
+        model_id="tiny",
+        draft=(draft_model, tokenizer),
+        draft_model_id="tiny-draft",
+    )
     body = {"inputs": PROMPT, "parameters": {"max_new_tokens": 12, "details": True}}
     with background_server(plain) as a, background_server(assisted) as b:
         info = httpx.get(f"{b}/info").json()
@@ -191,10 +221,13 @@ def test_draft_model_same_vocab_equals_greedy(tiny: tuple[Any, Any]) -> None:
         got = httpx.post(f"{b}/generate", json=body, timeout=60).json()
         assert got["generated_text"] == want["generated_text"]
         assert [t["id"] for t in got["details"]["tokens"]] == [
-            t["id"] for t in want["details"]["tokens"]]
-        lines = [json.loads(line[5:]) for line in httpx.post(
-            f"{b}/generate_stream", json=body, timeout=60).text.splitlines()
-            if line.startswith("data:")]
+            t["id"] for t in want["details"]["tokens"]
+        ]
+        lines = [
+            json.loads(line[5:])
+            for line in httpx.post(f"{b}/generate_stream", json=body, timeout=60).text.splitlines()
+            if line.startswith("data:")
+        ]
         assert lines[-1]["generated_text"] == want["generated_text"]
 
 
@@ -217,17 +250,20 @@ async def test_smollm2_batched_greedy_equals_single(smol: tuple[Any, Any]) -> No
         async with AsyncInferenceClient(base_url=base) as client:
             alone = [await client.text_generation(p, max_new_tokens=8) for p in prompts]
             together = await asyncio.gather(
-                *(client.text_generation(p, max_new_tokens=8) for p in prompts))
-            stopped = await client.text_generation("Count: 1, 2, 3,", max_new_tokens=20,
-                                                   stop=[" 5"], details=True)
+                *(client.text_generation(p, max_new_tokens=8) for p in prompts)
+            )
+            stopped = await client.text_generation(
+                "Count: 1, 2, 3,", max_new_tokens=20, stop=[" 5"], details=True
+            )
     assert together == alone
     assert stopped.details.finish_reason == "stop_sequence"
     assert stopped.generated_text.endswith(" 5") or " 5" in stopped.generated_text
 
 
 @pytest.mark.integration
-def test_smollm2_universal_assisted_equals_greedy(smol: tuple[Any, Any],
-                                                  tiny: tuple[Any, Any]) -> None:
+def test_smollm2_universal_assisted_equals_greedy(
+    smol: tuple[Any, Any], tiny: tuple[Any, Any]
+) -> None:
     """A draft with a different tokenizer (universal assisted generation) keeps greedy output."""
     model, tokenizer = smol
     plain = create_app(model, tokenizer, model_id="smollm2-135m")

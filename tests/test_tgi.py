@@ -33,8 +33,12 @@ def _stub(status: int, body: dict[str, Any], calls: list[int]) -> FastAPI:
 
     @app.get("/info")
     async def info() -> dict[str, Any]:
-        return {"model_id": "stub", "max_total_tokens": 100, "max_stop_sequences": 4,
-                "max_top_n_tokens": 5}
+        return {
+            "model_id": "stub",
+            "max_total_tokens": 100,
+            "max_stop_sequences": 4,
+            "max_top_n_tokens": 5,
+        }
 
     @app.post("/")
     async def generate() -> JSONResponse:
@@ -55,15 +59,21 @@ async def test_drafts_seeds_and_shapes(url: str) -> None:
     assert len({g.text for g in first[0]}) > 1  # seed + i: the drafts differ
     gen = first[0][0]
     assert gen.tokens == 6 and gen.finish_reason == "length" and len(gen.logprobs or []) == 6
-    greedy = await backend.agenerate([PROMPT], n=2, params=GenerationParams(
-        max_new_tokens=5, temperature=0.0))
+    greedy = await backend.agenerate(
+        [PROMPT], n=2, params=GenerationParams(max_new_tokens=5, temperature=0.0)
+    )
     assert greedy[0][0].text == greedy[0][1].text
 
 
 async def test_clamps_to_max_total_tokens(url: str) -> None:
     backend = TGIBackend(url, retries=0)
-    out = await backend.agenerate([PROMPT], n=1, params=GenerationParams(
-        max_new_tokens=500, temperature=0.0, stop=["a", "b", "c", "d", "e", "f"]))
+    out = await backend.agenerate(
+        [PROMPT],
+        n=1,
+        params=GenerationParams(
+            max_new_tokens=500, temperature=0.0, stop=["a", "b", "c", "d", "e", "f"]
+        ),
+    )
     prompt_tokens = await backend.count_tokens(PROMPT)
     assert prompt_tokens is not None and out[0][0].tokens <= 96 - prompt_tokens
 
@@ -80,8 +90,11 @@ async def test_next_token_logprobs(url: str) -> None:
 
 async def test_validation_error_is_not_retried() -> None:
     calls: list[int] = []
-    app = _stub(422, {"error": "`top_n_tokens` must be >= 0 and <= 5. Given: 9",
-                      "error_type": "validation"}, calls)
+    app = _stub(
+        422,
+        {"error": "`top_n_tokens` must be >= 0 and <= 5. Given: 9", "error_type": "validation"},
+        calls,
+    )
     with background_server(app) as base:
         backend = TGIBackend(base, retries=3, backoff_s=0.01)
         with pytest.raises(BackendError, match=r"top_n_tokens") as info:
@@ -143,8 +156,9 @@ async def test_smollm2_steps_stop_at_delimiter() -> None:
     with background_server(app) as base:
         backend = TGIBackend(base, prompt_format="chatml", retries=0)
         prompt = backend.prompt_format.render("Tom has 3 apples and buys 4 more. How many?", [])
-        out = await backend.agenerate([prompt], n=2, params=GenerationParams(
-            max_new_tokens=48, temperature=0.7, seed=1))
+        out = await backend.agenerate(
+            [prompt], n=2, params=GenerationParams(max_new_tokens=48, temperature=0.7, seed=1)
+        )
         lps = await backend.anext_token_logprobs(["The capital of France is"], ["Paris", "x"])
     for gen in out[0]:
         assert gen.text == gen.text.strip() and "\n\n" not in gen.text

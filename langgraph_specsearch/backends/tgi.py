@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 from huggingface_hub import AsyncInferenceClient
 from huggingface_hub.errors import (
-    HfHubHTTPError,
     InferenceTimeoutError,
     OverloadedError,
     TextGenerationError,
@@ -154,7 +153,9 @@ class TGIBackend:
         self.url = url.rstrip("/")
         self.name = name or self.url
         self.prompt_format: PromptFormat = (
-            prompt_format_by_name(prompt_format) if isinstance(prompt_format, str) else prompt_format
+            prompt_format_by_name(prompt_format)
+            if isinstance(prompt_format, str)
+            else prompt_format
         )
         self.api_key = api_key
         self.timeout = timeout
@@ -247,7 +248,8 @@ class TGIBackend:
         room = total - length
         if room <= 0:
             raise BackendError(
-                f"{self.url}: prompt of {length} tokens leaves no room under max_total_tokens={total}"
+                f"{self.url}: prompt of {length} tokens leaves no room"
+                f" under max_total_tokens={total}"
             )
         return min(wanted, room)
 
@@ -348,7 +350,9 @@ class TGIBackend:
 
         return list(await asyncio.gather(*(one(p) for p in prompts)))
 
-    async def aprompt_logprobs(self, prompts: Sequence[str]) -> list[list[tuple[str, float | None]]]:
+    async def aprompt_logprobs(
+        self, prompts: Sequence[str]
+    ) -> list[list[tuple[str, float | None]]]:
         """(token text, log-probability given the prefix) of every prompt token (TGI prefill)."""
 
         async def one(prompt: str) -> list[tuple[str, float | None]]:

@@ -152,9 +152,7 @@ class TransformersBackend:
             reason, tokens = "eos_token", end + 1
         else:
             reason, tokens = "length", end
-        return Generation(
-            text=text.strip(), tokens=tokens, finish_reason=reason, latency_s=latency
-        )
+        return Generation(text=text.strip(), tokens=tokens, finish_reason=reason, latency_s=latency)
 
     def _generate_sync(
         self, prompts: Sequence[str], n: int, params: GenerationParams
@@ -172,7 +170,9 @@ class TransformersBackend:
                 torch.manual_seed(params.seed)
             if self.assistant is None:
                 batch = self._encode(expanded)
-                out = self.model.generate(**batch, generation_config=config, tokenizer=self.tokenizer)
+                out = self.model.generate(
+                    **batch, generation_config=config, tokenizer=self.tokenizer
+                )
                 width = batch["input_ids"].shape[1]
                 rows = [row[width:].tolist() for row in out]
                 accepted: list[int | None] = [None] * len(rows)
@@ -180,13 +180,15 @@ class TransformersBackend:
                 rows, accepted = self._assisted(expanded, config)
             latency = time.perf_counter() - start
         gens = []
-        for row, acc in zip(rows, accepted):
+        for row, acc in zip(rows, accepted, strict=True):
             g = self._finish(row, params.stop, latency)
             g.accepted_draft_tokens = acc
             gens.append(g)
         return [gens[i * n : (i + 1) * n] for i in range(len(prompts))]
 
-    def _assisted(self, prompts: Sequence[str], config: Any) -> tuple[list[list[int]], list[int | None]]:
+    def _assisted(
+        self, prompts: Sequence[str], config: Any
+    ) -> tuple[list[list[int]], list[int | None]]:
         """Assisted generation, one sequence at a time; counts accepted draft tokens.
 
         Each target forward pass yields its accepted draft tokens plus one token of its own, so

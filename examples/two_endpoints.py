@@ -1,0 +1,79 @@
+"""SpecSearch over two HTTP endpoints: a small and a large model, each its own server.
+
+    python examples/two_endpoints.py
+
+Starts two TGI-compatible servers (`python -m langgraph_specsearch.serve`, the same command as
+`specsearch serve`): SmolLM2-135M-Instruct as the small model and Gemma-3-270M as the large
+one, the latter with SmolLM2 as its draft model for greedy assisted generation. Waits for
+`/health`, runs one search against them, and stops both servers.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import httpx
+
+from langgraph_specsearch.api import SearchConfig, solve
+
+QUESTION = "Tom has 3 apples and buys 4 more. How many apples does he have now?"
+SERVERS = {
+    "small": ["--model", "smollm2-135m", "--port", "8081"],
+    "large": ["--model", "gemma3-270m", "--draft-model", "smollm2-135m", "--port", "8082"],
+}
+
+
+def start(args: list[str]) -> subprocess.Popen[bytes]:
+    """One server process (127.0.0.1 only)."""
+    return subprocess.Popen([sys.executable, "-m", "langgraph_specsearch.serve", *args])
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float = 600) -> None:
+    """Poll `/health` until the model is loaded."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server for {url} exited with {process.returncode}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"{url} not healthy after {timeout_s}s")
+
+
+def main() -> None:
+    processes = {role: start(args) for role, args in SERVERS.items()}
+    urls = {role: f"http://127.0.0.1:{args[-1]}" for role, args in SERVERS.items()}
+    try:
+        for role, url in urls.items():
+            wait_healthy(url, processes[role])
+            print(f"{role}: {httpx.get(f'{url}/info').json()['model_id']} at {url}")
+        config = SearchConfig(
+            small_url=urls["small"],
+            large_url=urls["large"],
+            prompt_format="fewshot",
+            n_drafts=4,
+            beam_width=2,
+            max_steps=4,
+        )
+        result = solve(QUESTION, config)
+        for thought in result.path:
+            print(f"[{thought.source}] {thought.text}")
+        print("answer:", result.answer)
+        print(f"acceptance rate: {result.stats.acceptance_rate}, wall {result.stats.wall_s:.1f}s")
+    finally:
+        for process in processes.values():
+            process.terminate()  # uvicorn shuts down gracefully on SIGTERM
+        for process in processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+if __name__ == "__main__":
+    main()
