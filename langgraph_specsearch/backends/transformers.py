@@ -132,8 +132,15 @@ class TransformersBackend:
             if tok in self._eos_ids or tok == self._pad_id:
                 end, hit_eos = i, tok in self._eos_ids
                 break
-        decode = self.tokenizer.decode
-        text = decode(ids[:end], skip_special_tokens=True)
+
+        def decode(part: list[int]) -> str:
+            return str(
+                self.tokenizer.decode(
+                    part, skip_special_tokens=True, clean_up_tokenization_spaces=False
+                )
+            )
+
+        text = decode(ids[:end])
         cut = min((p for p in (text.find(s) for s in stop if s) if p >= 0), default=-1)
         reason: FinishReason
         if cut >= 0:
@@ -141,11 +148,7 @@ class TransformersBackend:
             text = text[:cut]
             # tokens used: the shortest prefix whose text already holds a stop string
             tokens = next(
-                (
-                    k
-                    for k in range(1, end + 1)
-                    if any(s and s in decode(ids[:k], skip_special_tokens=True) for s in stop)
-                ),
+                (k for k in range(1, end + 1) if any(s and s in decode(ids[:k]) for s in stop)),
                 end,
             )
         elif hit_eos:
