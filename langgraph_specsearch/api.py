@@ -99,20 +99,6 @@ class Components(BaseModel):
     prm: Any
 
 
-def validate_model_name(name: str) -> None:
-    """Raise ValueError for a name that is neither embedded, a directory nor a hub id."""
-    from pathlib import Path
-
-    from langgraph_specsearch.models import EMBEDDED_MODELS
-
-    if name in EMBEDDED_MODELS or Path(name).is_dir() or name.count("/") == 1:
-        return
-    embedded = ", ".join(EMBEDDED_MODELS)
-    raise ValueError(
-        f"unknown model {name!r} (embedded: {embedded}; or a local directory or hub id)"
-    )
-
-
 def load_components(config: SearchConfig) -> Components:
     """Build the small and large backends and the PRM a config asks for."""
     needs_small = config.method == "specsearch" or config.prm in ("combined", "judge")
@@ -132,8 +118,10 @@ def load_components(config: SearchConfig) -> Components:
         )
         large: Backend = TGIBackend(config.large_url, prompt_format=config.prompt_format)
     else:
+        from langgraph_specsearch.models import check_model_name
+
         for name in (config.small, config.large):
-            validate_model_name(name)
+            check_model_name(name)
         from langgraph_specsearch.backends.transformers import TransformersBackend
 
         small = TransformersBackend.load(config.small) if needs_small or needs_sd else None

@@ -262,24 +262,30 @@ def resolve_model_dir(name: str) -> Path:
         return out_dir
 
 
+def check_model_name(name: str) -> None:
+    """Raise the one-line ValueError for a name that is not embedded, a directory or a hub id."""
+    if name in EMBEDDED_MODELS or Path(name).expanduser().is_dir() or _HUB_ID.match(name):
+        return
+    raise _unknown(name)
+
+
 def _resolve(name_or_path: str | os.PathLike[str]) -> str:
     """A local directory or hub id for `from_pretrained`."""
     text = os.fspath(name_or_path)
+    check_model_name(text)
     if text in EMBEDDED_MODELS:
         return str(resolve_model_dir(text))
     path = Path(text).expanduser()
-    if path.is_dir():
-        return str(path.resolve())
-    if _HUB_ID.match(text):
-        return text
-    raise _unknown(text)
+    return str(path.resolve()) if path.is_dir() else text
 
 
 def load_pretrained(name_or_path: str | os.PathLike[str]) -> tuple[Any, Any]:
     """(model, tokenizer) for a short name, a local directory or a hub id; memoised."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     key = _resolve(name_or_path)
     with _lock:
         if key not in _loaded:
