@@ -7,10 +7,11 @@ children are named `<parent>.<i>`. Everything here is JSON-safe so it checkpoint
 from __future__ import annotations
 
 import operator
+import time
 from collections.abc import Mapping
 from typing import Annotated, Any, TypedDict
 
-from langgraph_specsearch.threshold import ThresholdState
+from langgraph_specsearch.threshold import ThresholdState, initial_state
 
 ROOT_ID = "0"
 NodeTable = dict[str, dict[str, Any]]
@@ -71,6 +72,35 @@ class SearchOutput(TypedDict):
     path: list[dict[str, Any]]
     stats: dict[str, Any]
     threshold_trace: list[dict[str, Any]]
+
+
+class SearchState(TypedDict):
+    """Keys every search template shares: the tree, the expander's channels, the output."""
+
+    question: str
+    nodes: Annotated[NodeTable, merge_nodes]
+    expand: list[str]
+    n: int
+    children: list[dict[str, Any]]
+    threshold: ThresholdState
+    usage: Annotated[Usage, add_usage]
+    trace: Annotated[list[dict[str, Any]], operator.add]
+    started_at: float
+    answer: str | None
+    path: list[dict[str, Any]]
+    stats: dict[str, Any]
+    threshold_trace: list[dict[str, Any]]
+
+
+def start_search(question: str) -> dict[str, Any]:
+    """The first update of every search: a tree holding only the root, no threshold yet."""
+    if not question.strip():
+        raise ValueError("question must not be empty")
+    return {
+        "nodes": {ROOT_ID: root_node()},
+        "threshold": initial_state(),
+        "started_at": time.time(),
+    }
 
 
 def path_to(nodes: Mapping[str, Mapping[str, Any]], node_id: str) -> list[Mapping[str, Any]]:

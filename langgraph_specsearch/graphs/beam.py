@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import operator
-import time
-from typing import Annotated, Any, TypedDict
+from typing import Any
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -13,35 +11,18 @@ from langgraph_specsearch.graphs.finalize import final_output, score_path
 from langgraph_specsearch.prm.base import Aggregation
 from langgraph_specsearch.state import (
     ROOT_ID,
-    NodeTable,
     SearchInput,
     SearchOutput,
-    Usage,
-    add_usage,
-    merge_nodes,
-    root_node,
+    SearchState,
+    start_search,
 )
-from langgraph_specsearch.threshold import ThresholdState, initial_state
 
 
-class BeamState(TypedDict):
+class BeamState(SearchState):
     """State of a beam search (plain data only)."""
 
-    question: str
-    nodes: Annotated[NodeTable, merge_nodes]
     frontier: list[str]
     completed: list[str]
-    expand: list[str]
-    n: int
-    children: list[dict[str, Any]]
-    threshold: ThresholdState
-    usage: Annotated[Usage, add_usage]
-    trace: Annotated[list[dict[str, Any]], operator.add]
-    started_at: float
-    answer: str | None
-    path: list[dict[str, Any]]
-    stats: dict[str, Any]
-    threshold_trace: list[dict[str, Any]]
 
 
 def create_beam_search(
@@ -83,16 +64,12 @@ def create_beam_search(
     compiled = expander if isinstance(expander, CompiledStateGraph) else expander.compile()
 
     def init(state: BeamState) -> dict[str, Any]:
-        if not state["question"].strip():
-            raise ValueError("question must not be empty")
         return {
-            "nodes": {ROOT_ID: root_node()},
+            **start_search(state["question"]),
             "frontier": [ROOT_ID],
             "completed": [],
             "expand": [ROOT_ID],
             "n": n,
-            "threshold": initial_state(),
-            "started_at": time.time(),
         }
 
     def select(state: BeamState) -> dict[str, Any]:

@@ -8,10 +8,8 @@ of every path.
 
 from __future__ import annotations
 
-import operator
-import time
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Any, Literal
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -21,40 +19,23 @@ from langgraph_specsearch.graphs.finalize import final_output, score_path
 from langgraph_specsearch.prm.base import Aggregation
 from langgraph_specsearch.state import (
     ROOT_ID,
-    NodeTable,
     SearchInput,
     SearchOutput,
-    Usage,
-    add_usage,
-    merge_nodes,
+    SearchState,
     path_to,
-    root_node,
+    start_search,
 )
-from langgraph_specsearch.threshold import ThresholdState, initial_state
 
 Vote = Literal["weighted", "majority", "best"]
 Nodes = Mapping[str, Mapping[str, Any]]
 
 
-class BestOfNState(TypedDict):
+class BestOfNState(SearchState):
     """State of a best-of-N search (plain data only)."""
 
-    question: str
-    nodes: Annotated[NodeTable, merge_nodes]
     frontier: list[str]
     completed: list[str]
-    expand: list[str]
-    n: int
-    children: list[dict[str, Any]]
-    threshold: ThresholdState
-    usage: Annotated[Usage, add_usage]
-    trace: Annotated[list[dict[str, Any]], operator.add]
-    started_at: float
     votes: dict[str, dict[str, Any]]
-    answer: str | None
-    path: list[dict[str, Any]]
-    stats: dict[str, Any]
-    threshold_trace: list[dict[str, Any]]
 
 
 def normalize_answer(answer: str) -> str:
@@ -161,16 +142,12 @@ def create_best_of_n(
     compiled = expander if isinstance(expander, CompiledStateGraph) else expander.compile()
 
     def init(state: BestOfNState) -> dict[str, Any]:
-        if not state["question"].strip():
-            raise ValueError("question must not be empty")
         return {
-            "nodes": {ROOT_ID: root_node()},
+            **start_search(state["question"]),
             "frontier": [ROOT_ID],
             "completed": [],
             "expand": [ROOT_ID],
             "n": n,
-            "threshold": initial_state(),
-            "started_at": time.time(),
         }
 
     def collect(state: BestOfNState) -> dict[str, Any]:

@@ -31,10 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-import operator
-import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Any, Literal
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -49,14 +47,11 @@ from langgraph_specsearch.state import (
     NodeTable,
     SearchInput,
     SearchOutput,
-    Usage,
-    add_usage,
+    SearchState,
     children_of,
-    merge_nodes,
-    root_node,
+    start_search,
     steps_to,
 )
-from langgraph_specsearch.threshold import ThresholdState, initial_state
 from langgraph_specsearch.types import GenerationParams
 
 Rule = Literal["uct", "puct"]
@@ -67,25 +62,12 @@ AsyncRollout = Callable[[str, list[str]], Coroutine[Any, Any, float]]
 Nodes = Mapping[str, Mapping[str, Any]]
 
 
-class MCTSState(TypedDict):
+class MCTSState(SearchState):
     """State of an MCTS search (plain data only)."""
 
-    question: str
-    nodes: Annotated[NodeTable, merge_nodes]
     leaf: str
     iteration: int
     values: dict[str, float]
-    expand: list[str]
-    n: int
-    children: list[dict[str, Any]]
-    threshold: ThresholdState
-    usage: Annotated[Usage, add_usage]
-    trace: Annotated[list[dict[str, Any]], operator.add]
-    started_at: float
-    answer: str | None
-    path: list[dict[str, Any]]
-    stats: dict[str, Any]
-    threshold_trace: list[dict[str, Any]]
 
 
 def mean_value(node: Mapping[str, Any]) -> float:
@@ -313,13 +295,9 @@ def create_mcts(
     compiled = expander if isinstance(expander, CompiledStateGraph) else expander.compile()
 
     def init(state: MCTSState) -> dict[str, Any]:
-        if not state["question"].strip():
-            raise ValueError("question must not be empty")
         return {
-            "nodes": {ROOT_ID: root_node()},
+            **start_search(state["question"]),
             "iteration": 0,
-            "threshold": initial_state(),
-            "started_at": time.time(),
         }
 
     def select(state: MCTSState) -> dict[str, Any]:
