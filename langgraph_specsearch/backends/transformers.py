@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import math
 import threading
 import time
@@ -207,6 +208,17 @@ class TransformersBackend:
         def count(*_: Any) -> None:
             calls[0] += 1
 
+        if config.stop_strings:
+            # The assistant inherits the generation config but not the tokenizer, and fails on
+            # `stop_strings`; an explicit criterion on the target side stops at the same place.
+            from transformers import StoppingCriteriaList, StopStringCriteria
+
+            stops = list(config.stop_strings)
+            config = copy.deepcopy(config)
+            config.stop_strings = None
+            kwargs["stopping_criteria"] = StoppingCriteriaList(
+                [StopStringCriteria(self.tokenizer, stops)]
+            )
         rows: list[list[int]] = []
         accepted: list[int | None] = []
         handle = self.model.register_forward_hook(count)
