@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+import time
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -117,9 +119,16 @@ def solve(
     max_new_tokens: Annotated[int, typer.Option(help="Token budget per step.")] = 48,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.7,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    checkpoint: Annotated[str | None, typer.Option(help="SQLite file to checkpoint into.")] = None,
-    thread_id: Annotated[str, typer.Option(help="Checkpoint thread id.")] = "specsearch",
-    resume: Annotated[bool, typer.Option(help="Resume the checkpointed thread.")] = False,
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(help="SQLite checkpoint file [default: <cache>/checkpoints.sqlite]."),
+    ] = None,
+    thread_id: Annotated[
+        str | None, typer.Option(help="Checkpoint thread id [default: a new one].")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Resume --thread-id after a failure (same options).")
+    ] = False,
     tree: Annotated[
         str | None, typer.Option(help="Write the explored tree as mermaid to this file.")
     ] = None,
@@ -128,8 +137,8 @@ def solve(
     quiet: Annotated[bool, typer.Option(help="No progress lines.")] = False,
 ) -> None:
     """Solve QUESTION with a tree search over reasoning steps."""
-    if resume and checkpoint is None:
-        fail("--resume needs --checkpoint")
+    if resume and thread_id is None:
+        fail("--resume needs --thread-id (printed when a search fails)")
     if not resume and not question.strip():
         fail("question must not be empty")
     try:
@@ -157,6 +166,12 @@ def solve(
         )
     except ValidationError as exc:
         fail(_config_error(exc))
+    if checkpoint is None:
+        from langgraph_specsearch.models import cache_dir
+
+        cache_dir().mkdir(parents=True, exist_ok=True)
+        checkpoint = str(cache_dir() / "checkpoints.sqlite")
+    thread_id = thread_id or f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     try:
         result = asyncio.run(
             asolve(
@@ -172,11 +187,7 @@ def solve(
     except KeyboardInterrupt:
         fail("interrupted", 130)
     except Exception as exc:  # a model call failed after retries: say so in one line
-        hint = (
-            f" (resume with --resume --checkpoint {checkpoint} --thread-id {thread_id})"
-            if checkpoint
-            else ""
-        )
+        hint = f" (resume: same command with --resume --thread-id {thread_id})"
         fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}{hint}", 1)
     if tree:
         from langgraph_specsearch.viz import search_tree_mermaid

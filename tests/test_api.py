@@ -82,7 +82,7 @@ def test_mermaid_tree_marks_rejected_and_chosen() -> None:
         (["solve", "q", "--theta", "1.5"], "--theta"),
         (["solve", "q", "--method", "magic"], "--method"),
         (["solve", "q", "--large", "no-such-model"], "unknown model 'no-such-model'"),
-        (["solve", "--resume"], "--resume needs --checkpoint"),
+        (["solve", "--resume"], "--resume needs --thread-id"),
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2(args: list[str], message: str) -> None:
