@@ -44,13 +44,7 @@ def gemma() -> TransformersBackend:
 
 @pytest.fixture(scope="session")
 def gemma_assisted(gemma: TransformersBackend, smol: TransformersBackend) -> TransformersBackend:
-    return TransformersBackend(
-        gemma.model,
-        gemma.tokenizer,
-        name="gemma3-270m+smollm2-135m",
-        prompt_format=gemma.prompt_format,
-        assistant=smol,
-    )
+    return TransformersBackend.load("gemma3-270m", assistant="smollm2-135m")
 
 
 def _prompts(backend: TransformersBackend) -> list[str]:
@@ -155,3 +149,18 @@ async def test_next_token_logprobs(which: str, request) -> None:
     # left padding must not change a prompt's scores
     alone = await backend.anext_token_logprobs(prompts[1:], ["Yes", "No"])
     assert alone[0] == pytest.approx(out[1], abs=1e-3)
+
+
+@pytest.mark.integration
+async def test_assisting_leaves_the_shared_small_model_usable(
+    smol: TransformersBackend, gemma_assisted: TransformersBackend
+) -> None:
+    """Universal assisted generation rewires its assistant; the shared small model must not be."""
+    assert gemma_assisted.model is TransformersBackend.load("gemma3-270m").model
+    assert gemma_assisted.assistant is not None and gemma_assisted.assistant.model is not smol.model
+    params = GenerationParams(max_new_tokens=8, temperature=0.7, seed=0)
+    await gemma_assisted.agenerate(_prompts(gemma_assisted)[:1], n=1, params=params)
+    out = await smol.anext_token_logprobs(
+        ["Is 2 > 1? Answer:", "Is 3 > 10 really? Answer:"], ["Yes"]
+    )
+    assert len(out) == 2 and all(row["Yes"] < 0 for row in out)

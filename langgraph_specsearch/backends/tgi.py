@@ -260,7 +260,7 @@ class TGIBackend:
             async with self._semaphore(), self._client() as client:
                 return await client.text_generation(prompt, details=True, **kwargs)
 
-        return await self._with_retries("POST /generate", call)
+        return await self._with_retries("POST / (generate)", call)
 
     # -- Backend ---------------------------------------------------------------------------
 

@@ -84,7 +84,18 @@ class TransformersBackend:
         from langgraph_specsearch.models import default_prompt_format, load_pretrained
 
         model, tokenizer = load_pretrained(name_or_path)
-        helper = cls.load(assistant) if assistant is not None else None
+        helper = None
+        if assistant is not None:
+            # Universal assisted generation rewires the assistant in place (it wraps the input
+            # embedding for vocabulary translation), so the assistant gets its own copy and
+            # the shared (memoised) small model stays usable for drafting and judging.
+            shared = cls.load(assistant)
+            helper = cls(
+                copy.deepcopy(shared.model),
+                shared.tokenizer,
+                name=shared.name,
+                prompt_format=shared.prompt_format,
+            )
         return cls(
             model,
             tokenizer,

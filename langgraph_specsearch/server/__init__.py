@@ -1,0 +1,10 @@
+"""`specsearch serve`, a Text-Generation-Inference-compatible server, in small modules.
+
+- `schema`: TGI's request models, its error shape (`TGIError`) and request validation;
+- `engine`: the batching engine (one `model.generate` per batch, per-row sampling and stops);
+- `app`: `create_app`, the FastAPI app (routes, auth, limits, streaming);
+- `tiny`: a tiny random model for tests and demos.
+
+`langgraph_specsearch.serve` is the command and re-exports `create_app`. Nothing is imported
+here, so importing the package is cheap; `engine` and `app` import torch and transformers.
+"""
