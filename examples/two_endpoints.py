@@ -26,8 +26,10 @@ SERVERS = {
 
 
 def start(args: list[str]) -> subprocess.Popen[bytes]:
-    """One server process (127.0.0.1 only)."""
-    return subprocess.Popen([sys.executable, "-m", "langgraph_specsearch.serve", *args])
+    """One server process (127.0.0.1 only); its access log is dropped, its errors are shown."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "langgraph_specsearch.serve", *args], stdout=subprocess.DEVNULL
+    )
 
 
 def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float = 600) -> None:
@@ -64,7 +66,15 @@ def main() -> None:
         for thought in result.path:
             print(f"[{thought.source}] {thought.text}")
         print("answer:", result.answer)
-        print(f"acceptance rate: {result.stats.acceptance_rate}, wall {result.stats.wall_s:.1f}s")
+        for source in ("small", "large"):
+            made = [n for n in result.nodes if n.source == source]
+            kept = sum(not n.rejected for n in made)
+            print(f"{source} model: {len(made)} thoughts in the tree, {kept} kept")
+        s = result.stats
+        print(
+            f"acceptance rate: {s.acceptance_rate:.0%} ({s.accepted}/{s.drafts} drafts),"
+            f" wall {s.wall_s:.1f}s"
+        )
     finally:
         for process in processes.values():
             process.terminate()  # uvicorn shuts down gracefully on SIGTERM

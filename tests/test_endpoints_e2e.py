@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -170,3 +171,34 @@ def test_large_endpoint_dies_mid_search(servers: dict[str, Server], tmp_path: Pa
     last = [line for line in stderr.splitlines() if line.strip()][-1]
     assert last.startswith("error: BackendError: "), stderr
     assert doomed.url in last and "attempts" in last, last
+
+
+def test_client_that_hangs_up_frees_the_server() -> None:
+    """A client timeout cancels its generation: a retry does not queue behind abandoned work."""
+    from langgraph_specsearch.serve import background_server, build_tiny_model, create_app
+
+    model, tokenizer = build_tiny_model()
+    app = create_app(model, tokenizer, model_id="tiny-random", api_key="k")
+    engine = app.state.engine
+    lengths: list[int] = []
+    push = engine._push
+
+    def recording_push(row: Any, *args: Any) -> bool:
+        finished: bool = push(row, *args)
+        if finished:
+            lengths.append(len(row.tokens))
+        return finished
+
+    engine._push = recording_push
+    headers = {"Authorization": "Bearer k"}
+    body = {"inputs": "Question: 1 + 1?", "parameters": {"max_new_tokens": 1000}}
+    with background_server(app) as url:
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(f"{url}/", json=body, headers=headers, timeout=0.3)
+        started = time.monotonic()
+        while app.state.in_flight[0]:
+            assert time.monotonic() - started < 30
+            time.sleep(0.02)
+        assert len(lengths) == 1 and lengths[0] < 1000, lengths  # stopped early, not at 1000
+        short = {"inputs": "Question: 1 + 1?", "parameters": {"max_new_tokens": 2}}
+        assert httpx.post(f"{url}/generate", json=short, headers=headers).status_code == 200
