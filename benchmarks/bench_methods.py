@@ -54,6 +54,7 @@ def main() -> None:
     times: dict[str, list[float]] = {m: [] for m in methods}
     correct: dict[str, int] = dict.fromkeys(methods, 0)
     acceptance: list[float] = []
+    split: dict[str, list[tuple[float, float, float]]] = {m: [] for m in methods}
     print(f"\n{'problem':>7} " + " ".join(f"{m:>12}" for m in methods))
     for i, problem in enumerate(problems):
         gold = gsm8k_gold(problem["answer"])
@@ -65,6 +66,8 @@ def main() -> None:
             elapsed = time.perf_counter() - t0
             times[method].append(elapsed)
             correct[method] += is_correct(result.answer, gold)
+            st = result.stats
+            split[method].append((st.small.time_s, st.large.time_s, st.prm.time_s))
             if method == "specsearch" and result.stats.acceptance_rate is not None:
                 acceptance.append(result.stats.acceptance_rate)
             cells.append(f"{elapsed:>10.1f} s")
@@ -72,6 +75,9 @@ def main() -> None:
     means = {m: statistics.fmean(t) for m, t in times.items()}
     print(f"\n{'mean':>7} " + " ".join(f"{means[m]:>10.1f} s" for m in methods))
     print(f"{'correct':>7} " + " ".join(f"{correct[m]:>9}/{len(problems)}" for m in methods))
+    for m in methods:
+        small, large, prm = (statistics.fmean(x) for x in zip(*split[m], strict=True))
+        print(f"{m:>10} time split: small {small:.1f} s, large {large:.1f} s, PRM {prm:.1f} s")
     if "specsearch" in means:
         for m in methods:
             if m != "specsearch":

@@ -49,12 +49,15 @@ async def client_loop(url: str, prompt: str, tokens: int, rounds: int) -> int:
     return done
 
 
-async def serve_tokens_per_s(url: str, clients: int, tokens: int, rounds: int) -> float:
+async def serve_tokens_per_s(
+    url: str, clients: int, tokens: int, rounds: int
+) -> tuple[float, float]:
+    """Aggregate generated tokens/s, and the mean tokens per request (EOS can stop it early)."""
     start = time.perf_counter()
     counts = await asyncio.gather(
         *(client_loop(url, PROMPTS[i], tokens, rounds) for i in range(clients))
     )
-    return sum(counts) / (time.perf_counter() - start)
+    return sum(counts) / (time.perf_counter() - start), sum(counts) / (clients * rounds)
 
 
 def stub_app(delay_s: float) -> FastAPI:
@@ -103,16 +106,18 @@ def main() -> None:
     app = create_app(model, tokenizer, model_id=args.model, max_batch_size=8)
     with background_server(app) as url:
         asyncio.run(serve_tokens_per_s(url, 1, 4, 1))  # warm up
-        one = asyncio.run(serve_tokens_per_s(url, 1, args.tokens, args.rounds))
-        eight = asyncio.run(serve_tokens_per_s(url, 8, args.tokens, args.rounds))
+        one, one_len = asyncio.run(serve_tokens_per_s(url, 1, args.tokens, args.rounds))
+        eight, eight_len = asyncio.run(serve_tokens_per_s(url, 8, args.tokens, args.rounds))
     print(f"model {args.model}, {args.tokens} new tokens, torch threads {torch.get_num_threads()}")
     print(f"raw transformers generate      : {raw:7.1f} tok/s")
     print(
         f"serve, 1 client                : {one:7.1f} tok/s  ({one / raw:.2f}x raw, target >= 0.9)"
+        f"  {one_len:.0f} tokens/request"
     )
     print(
         f"serve, 8 concurrent clients    : {eight:7.1f} tok/s  ({eight / one:.2f}x 1 client,"
-        " target >= 2)"
+        f" target >= 2)  {eight_len:.0f} tokens/request (a batch runs until its longest row"
+        " stops)"
     )
     with background_server(stub_app(0.2)) as url:
         total, slowest = asyncio.run(fan_out(url))
