@@ -7,11 +7,13 @@ Templates (`create_beam_search`, `create_mcts`, `create_best_of_n`) accept any e
 
 from langgraph_specsearch.api import Components, SearchConfig, asolve, load_components, solve
 from langgraph_specsearch.graphs.beam import create_beam_search
+from langgraph_specsearch.graphs.best_of_n import create_best_of_n
 from langgraph_specsearch.graphs.expanders import (
     create_ar_expander,
-    create_sps_expander,
     create_speculative_expander,
+    create_sps_expander,
 )
+from langgraph_specsearch.graphs.mcts import create_mcts
 from langgraph_specsearch.threshold import ThresholdConfig
 from langgraph_specsearch.tool import create_specsearch_tool
 from langgraph_specsearch.types import GenerationParams, SearchResult, Thought
@@ -26,6 +28,8 @@ __all__ = [
     "asolve",
     "create_ar_expander",
     "create_beam_search",
+    "create_best_of_n",
+    "create_mcts",
     "create_specsearch_tool",
     "create_sps_expander",
     "create_speculative_expander",

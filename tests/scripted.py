@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import StateGraph
 
 from langgraph_specsearch.prm.base import LastStepPRM
 from langgraph_specsearch.prompts import FewShotFormat, PromptFormat
@@ -61,3 +66,27 @@ class ScriptedPRM(LastStepPRM):
     async def ascore_last(self, question: str, paths: Sequence[Sequence[str]]) -> list[float]:
         self.calls.append(len(paths))
         return [self.scores(path[-1]) for path in paths]
+
+
+def by_text(text: str) -> float:
+    """The score of a scripted step is its last word."""
+    return float(text.split()[-1])
+
+
+def last_label(prompt: str) -> str:
+    """Label (first word) of the last step in a few-shot prompt; "" at the root."""
+    steps = prompt.split("Answer: ", 1)[1].split("\n\n")[:-1]
+    return steps[-1].split()[0] if steps else ""
+
+
+def landscape_backend(table: dict[str, list[str]]) -> ScriptedBackend:
+    """A backend whose i-th thought after a step labelled L is `table[L][i]`."""
+    return ScriptedBackend("large", lambda prompt, call, i: table[last_label(prompt)][i])
+
+
+def run_full(graph: StateGraph, question: str = "q") -> tuple[dict, dict]:
+    """Run with a checkpointer; return the output and the whole final state."""
+    compiled = graph.compile(checkpointer=InMemorySaver())
+    config: RunnableConfig = {"configurable": {"thread_id": "t"}}
+    out = asyncio.run(compiled.ainvoke({"question": question}, config))
+    return out, compiled.get_state(config).values

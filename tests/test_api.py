@@ -6,17 +6,13 @@ import asyncio
 import json
 
 import pytest
-from scripted import ScriptedBackend, ScriptedPRM
+from scripted import ScriptedBackend, ScriptedPRM, by_text
 from typer.testing import CliRunner
 
 from langgraph_specsearch.api import Components, SearchConfig, asolve
 from langgraph_specsearch.cli import app
 from langgraph_specsearch.tool import create_specsearch_tool
 from langgraph_specsearch.viz import search_tree_mermaid
-
-
-def by_text(text: str) -> float:
-    return float(text.split()[-1])
 
 
 def components(fail_large_on_call: int | None = None) -> Components:

@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
-from langgraph.checkpoint.memory import InMemorySaver
-from scripted import ScriptedBackend, ScriptedPRM
+from scripted import ScriptedBackend, ScriptedPRM, by_text, landscape_backend, run_full
 
 from langgraph_specsearch.graphs.best_of_n import create_best_of_n, normalize_answer, tally, winner
 from langgraph_specsearch.graphs.expanders import create_ar_expander, create_speculative_expander
-
-
-def by_text(text: str) -> float:
-    """The score of a scripted step is its last word."""
-    return float(text.split()[-1])
-
-
-def last_label(prompt: str) -> str:
-    """Label (first word) of the last step in a few-shot prompt; "" at the root."""
-    steps = prompt.split("Answer: ", 1)[1].split("\n\n")[:-1]
-    return steps[-1].split()[0] if steps else ""
-
 
 # Two low-scoring paths say 5 (once written "5.0"), one high-scoring path says 9.
 SPLIT = {
@@ -30,18 +15,6 @@ SPLIT = {
     "p1": ["q1 The answer is 5.0. 0.35"],
     "p2": ["q2 The answer is 9. 0.9"],
 }
-
-
-def landscape_backend(table: dict[str, list[str]]) -> ScriptedBackend:
-    return ScriptedBackend("large", lambda prompt, call, i: table[last_label(prompt)][i])
-
-
-def run_full(graph, question: str = "q") -> tuple[dict, dict]:
-    """Run with a checkpointer; return the output and the whole final state."""
-    compiled = graph.compile(checkpointer=InMemorySaver())
-    config = {"configurable": {"thread_id": "t"}}
-    out = asyncio.run(compiled.ainvoke({"question": question}, config))
-    return out, compiled.get_state(config).values
 
 
 def search(vote: str, backend: ScriptedBackend | None = None, **kwargs) -> tuple[dict, dict]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from langgraph.checkpoint.memory import InMemorySaver
-from scripted import ScriptedBackend, ScriptedPRM
+from scripted import ScriptedBackend, ScriptedPRM, by_text, run_full
 
 from langgraph_specsearch.graphs.beam import create_beam_search
 from langgraph_specsearch.graphs.expanders import (
@@ -15,11 +14,6 @@ from langgraph_specsearch.graphs.expanders import (
     create_sps_expander,
 )
 from langgraph_specsearch.threshold import ThresholdConfig
-
-
-def by_text(text: str) -> float:
-    """Texts look like 'small 0.9' or 'The answer is 3. 0.8': the score is the last word."""
-    return float(text.split()[-1])
 
 
 def small_script(scores_per_call: list[list[float]]):
@@ -40,14 +34,6 @@ def large_script(score: float, answer_at_call: int | None = None):
 
 def run(graph, question: str = "What is 1+1?") -> dict:
     return asyncio.run(graph.compile().ainvoke({"question": question}))
-
-
-def run_full(graph, question: str = "q") -> dict:
-    """Run with a checkpointer and return the whole final state (tree included)."""
-    compiled = graph.compile(checkpointer=InMemorySaver())
-    config = {"configurable": {"thread_id": "t"}}
-    asyncio.run(compiled.ainvoke({"question": question}, config))
-    return compiled.get_state(config).values
 
 
 def test_warmup_then_exact_drafts_kept_and_regenerated() -> None:
@@ -79,7 +65,7 @@ def test_warmup_then_exact_drafts_kept_and_regenerated() -> None:
 def test_rejected_drafts_stay_in_the_tree_but_not_in_the_beam() -> None:
     small = ScriptedBackend("small", small_script([[0.1, 0.2]] * 5))
     large = ScriptedBackend("large", large_script(0.4))
-    final = run_full(
+    _, final = run_full(
         create_beam_search(
             create_speculative_expander(small, large, ScriptedPRM(by_text)),
             beam_width=2,
@@ -151,7 +137,7 @@ def test_beam_keeps_the_best_children() -> None:
         return f"large c{call} {[0.1, 0.9, 0.5][i]}"
 
     backend = ScriptedBackend("large", large)
-    final = run_full(
+    _, final = run_full(
         create_beam_search(
             create_ar_expander(backend, ScriptedPRM(by_text)), beam_width=2, n=3, max_steps=2
         )

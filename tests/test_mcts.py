@@ -8,7 +8,7 @@ import math
 import pytest
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
-from scripted import ScriptedBackend, ScriptedPRM
+from scripted import ScriptedBackend, ScriptedPRM, by_text, landscape_backend, last_label, run_full
 
 from langgraph_specsearch.graphs.expanders import create_ar_expander, create_speculative_expander
 from langgraph_specsearch.graphs.mcts import (
@@ -20,18 +20,6 @@ from langgraph_specsearch.graphs.mcts import (
 )
 from langgraph_specsearch.state import ROOT_ID, root_node
 
-
-def by_text(text: str) -> float:
-    """The score of a scripted step is its last word."""
-    return float(text.split()[-1])
-
-
-def last_label(prompt: str) -> str:
-    """Label (first word) of the last step in a few-shot prompt; "" at the root."""
-    steps = prompt.split("Answer: ", 1)[1].split("\n\n")[:-1]
-    return steps[-1].split()[0] if steps else ""
-
-
 # Greedy takes A (0.9), but A's subtree is poor; B (0.6) leads to the answer 7 (0.95).
 TRAP = {
     "": ["A 0.9", "B 0.6"],
@@ -41,18 +29,6 @@ TRAP = {
     "A0": ["A00 The answer is 1. 0.1", "A01 The answer is 1. 0.1"],
     "A1": ["A10 The answer is 2. 0.1", "A11 The answer is 2. 0.1"],
 }
-
-
-def landscape_backend(table: dict[str, list[str]]) -> ScriptedBackend:
-    return ScriptedBackend("large", lambda prompt, call, i: table[last_label(prompt)][i])
-
-
-def run_full(graph, question: str = "q") -> tuple[dict, dict]:
-    """Run with a checkpointer; return the output and the whole final state."""
-    compiled = graph.compile(checkpointer=InMemorySaver())
-    config = {"configurable": {"thread_id": "t"}}
-    out = asyncio.run(compiled.ainvoke({"question": question}, config))
-    return out, compiled.get_state(config).values
 
 
 def by_label(nodes: dict) -> dict[str, tuple[int, float]]:

@@ -34,7 +34,7 @@ def _holding(*models: Any) -> Iterator[None]:
         yield
 
 
-def _id_set(value: Any) -> set[int]:
+def token_id_set(value: Any) -> set[int]:
     if value is None:
         return set()
     if isinstance(value, int):
@@ -66,8 +66,8 @@ class TransformersBackend:
         self.name = name
         self.prompt_format = prompt_format
         self.assistant = assistant
-        eos = _id_set(getattr(model.generation_config, "eos_token_id", None))
-        eos |= _id_set(tokenizer.eos_token_id)
+        eos = token_id_set(getattr(model.generation_config, "eos_token_id", None))
+        eos |= token_id_set(tokenizer.eos_token_id)
         self._eos_ids = eos
         pad = tokenizer.pad_token_id
         if pad is None:

@@ -41,7 +41,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 
-from langgraph_specsearch.backends.transformers import _id_set
+from langgraph_specsearch.backends.transformers import token_id_set
 from langgraph_specsearch.server.schema import Prepared
 
 FLOOR_LOGPROB = -1e4
@@ -121,9 +121,9 @@ class Engine:
         self.queue: asyncio.Queue[tuple[Row, asyncio.Future[None]]] | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="specsearch-gen")
         self.lock = threading.Lock()
-        self.eos_ids = _id_set(getattr(model.generation_config, "eos_token_id", None))
+        self.eos_ids = token_id_set(getattr(model.generation_config, "eos_token_id", None))
         if not self.eos_ids:
-            self.eos_ids = _id_set(tokenizer.eos_token_id)
+            self.eos_ids = token_id_set(tokenizer.eos_token_id)
         pad = tokenizer.pad_token_id
         if pad is None:
             pad = next(iter(self.eos_ids), 0)
