@@ -273,3 +273,126 @@ def test_smollm2_universal_assisted_equals_greedy(
         want = httpx.post(f"{a}/generate", json=body, timeout=120).json()
         got = httpx.post(f"{b}/generate", json=body, timeout=120).json()
     assert got == want
+
+
+# ---------------------------------------------------------------- continuous batching
+
+
+def _row(ids: list[int], max_new_tokens: int) -> Any:
+    from langgraph_specsearch.server.engine import Row
+
+    return Row(
+        ids=ids,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        repetition_penalty=1.0,
+        frequency_penalty=0.0,
+        seed=None,
+        stop=[],
+        top_n=0,
+    )
+
+
+def _tiny_gemma3(tokenizer: Any) -> Any:
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        sliding_window=6,  # shorter than the sequences: the window matters
+        max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        layer_types=["sliding_attention", "full_attention"] * 2,
+    )
+    return Gemma3ForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3-sliding-window"])
+def test_rows_join_and_leave_mid_batch_greedy_equals_generate(
+    tiny: tuple[Any, Any], arch: str
+) -> None:
+    """Rows joining between decode steps and leaving when done decode as `generate` alone."""
+    import torch
+
+    from langgraph_specsearch.server.engine import Engine
+
+    model, tokenizer = tiny
+    if arch != "llama":
+        model = _tiny_gemma3(tokenizer)
+    engine = Engine(model, tokenizer, draft=None, max_batch_size=8, batch_wait_s=0)
+    assert engine.continuous
+    generator = torch.Generator().manual_seed(0)
+    vocab = model.config.vocab_size
+    prompts = [torch.randint(3, vocab, (n,), generator=generator).tolist() for n in (5, 17, 9, 3)]
+    lengths = [20, 7, 25, 4]
+    rows = [_row(p, n) for p, n in zip(prompts, lengths, strict=True)]
+    joins = {0: [0, 1], 3: [2], 9: [3]}  # decode step -> rows admitted before it
+    sizes = []
+    for step in range(40):
+        engine._step([rows[i] for i in joins.get(step, [])])
+        sizes.append(len(engine._batch) if engine._batch is not None else 0)
+    assert max(sizes) == 3 and sizes[-1] == 0  # row 1 left before row 3 joined
+    for prompt, n, row in zip(prompts, lengths, rows, strict=True):
+        with torch.inference_mode():
+            out = model.generate(
+                torch.tensor([prompt]),
+                attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                max_new_tokens=n,
+                do_sample=False,
+                pad_token_id=engine.pad_id,
+            )
+        assert row.tokens == out[0, len(prompt) :].tolist()
+        assert row.finish_reason == "length" and row.error is None
+
+
+async def test_short_request_joins_and_leaves_a_running_batch(tiny: tuple[Any, Any]) -> None:
+    """A request arriving mid-generation is answered while a long one keeps decoding."""
+    model, tokenizer = tiny
+    app = create_app(model, tokenizer, model_id="tiny")
+    engine = app.state.engine
+    assert engine.continuous
+    with background_server(app) as base:
+        async with httpx.AsyncClient(timeout=60) as http:
+            long_body = {"inputs": PROMPT, "parameters": {"max_new_tokens": 900}}
+            long = asyncio.ensure_future(http.post(f"{base}/generate", json=long_body))
+            while engine._batch is None or not engine._batch.rows[0].tokens:
+                await asyncio.sleep(0.002)
+            short_body = {
+                "inputs": "Answer:",
+                "parameters": {"max_new_tokens": 3, "details": True},
+            }
+            short = await http.post(f"{base}/generate", json=short_body)
+            assert short.status_code == 200
+            assert short.json()["details"]["generated_tokens"] == 3
+            assert not long.done()  # the long request did not finish first
+            running = engine._batch
+            assert running is not None and len(running.rows) == 1  # the short row left
+            response = await long
+    assert response.status_code == 200
+
+
+def test_static_fallback_still_serves(tiny: tuple[Any, Any]) -> None:
+    """Models the continuous path cannot handle use one `generate` per batch."""
+    model, tokenizer = tiny
+    app = create_app(model, tokenizer, model_id="tiny")
+    body = {"inputs": PROMPT, "parameters": {"max_new_tokens": 6, "details": True}}
+    with background_server(app) as base:
+        want = httpx.post(f"{base}/generate", json=body, timeout=60).json()
+        app.state.engine.continuous = False
+        got = httpx.post(f"{base}/generate", json=body, timeout=60).json()
+    assert got["generated_text"] == want["generated_text"]
+    assert [t["id"] for t in got["details"]["tokens"]] == [
+        t["id"] for t in want["details"]["tokens"]
+    ]

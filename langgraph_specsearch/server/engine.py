@@ -1,22 +1,35 @@
 """The batching engine behind `specsearch serve` (worker thread, torch, transformers).
 
-Batching. Requests go to a queue; `Engine.run` collects what arrives within a few milliseconds
-(up to `max_batch_size` sequences) and runs ONE `model.generate` call (left padding) for the
-whole group on a single worker thread. Greedy and sampled requests share the batch: a per-row
-logits processor (`RowChooser`) picks every row's next token itself (argmax, or a sample from
-the row's own temperature / top-k / top-p distribution drawn with the row's own
-`torch.Generator`) and hands `generate` a one-hot score, while a per-row stopping criterion
-(`RowStopper`) applies each request's stop sequences and `max_new_tokens`. So per-request seeds
-are honoured inside a shared batch: the same seed and prompt give the same tokens as long as
-the logits agree, which they do up to float rounding (left padding changes the arithmetic
+Batching. Requests go to a queue and are decoded by ONE worker thread with iteration-level
+("continuous") batching: `Engine.run` admits what has arrived (up to `max_batch_size`
+sequences; an idle engine first waits `batch_wait_s` to collect a group), the worker prefills
+the newcomers together (left padding, attention mask, position ids, a fresh `DynamicCache`)
+and merges them into the running batch (`kvbatch.RunningBatch`: the shorter cache is
+left-padded), then runs one decode step for every running row. A row that stops (EOS, a stop
+sequence, `max_new_tokens`, a cancelled request) leaves the batch at once: its rows are dropped
+from the cache, mask and positions, and its request is answered. New requests join between
+decode steps, so a short request never waits for a long one to finish.
+
+Every row's next token is picked by the engine itself (`Engine._choose`): argmax, or a sample
+from the row's own temperature / top-k / top-p distribution drawn with the row's own
+`torch.Generator`, after its repetition / frequency penalties. Each request's stop sequences and
+`max_new_tokens` are applied per row (`Engine._push`). So per-request seeds are honoured
+inside a shared batch: the same seed and prompt give the same tokens as long as the logits
+agree, which they do up to float rounding (padding and batch size change the arithmetic
 slightly, so a seeded sample is reproducible exactly at batch size 1 and in practice
-otherwise). Batches are static (no joining mid-generation): a batch runs until its last row
-stops.
+otherwise); greedy rows equal unbatched greedy `model.generate` the same way.
+
+Models whose cache is not a plain `DynamicCache` of `DynamicLayer`s (checked once with a tiny
+probe forward) fall back to static batching: one left-padded `model.generate` per group, with
+the same per-row choice (`RowChooser`) and stops (`RowStopper`); such a batch runs until its
+last row stops. Gemma-3's sliding-window layers are fine on the continuous path: without a
+config, `DynamicCache` keeps full keys for every layer and the sliding window is applied by the
+attention mask, which indexes cache slots.
 
 Speculation. With `draft=(model, tokenizer)`, greedy requests without penalties are decoded
 one at a time with transformers' assisted generation (`assistant_model=`; universal assisted
 generation with `tokenizer=`/`assistant_tokenizer=` when the vocabularies differ), whose output
-equals plain greedy decoding.
+equals plain greedy decoding; the running batch pauses meanwhile.
 
 Reported log-probabilities are `log_softmax(logits / temperature)` (raw logits when greedy),
 before top-k/top-p filtering, so they are finite.
@@ -25,6 +38,7 @@ before top-k/top-p filtering, so they are finite.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 import threading
 from collections.abc import Callable
@@ -34,6 +48,7 @@ from typing import Any
 
 import torch
 from transformers import (
+    DynamicCache,
     GenerationConfig,
     LogitsProcessor,
     LogitsProcessorList,
@@ -42,6 +57,7 @@ from transformers import (
 )
 
 from langgraph_specsearch.backends.transformers import token_id_set
+from langgraph_specsearch.server.kvbatch import RunningBatch, supports_cache
 from langgraph_specsearch.server.schema import Prepared
 
 FLOOR_LOGPROB = -1e4
@@ -133,6 +149,12 @@ class Engine:
             draft[1].get_vocab() == tokenizer.get_vocab() if draft is not None else False
         )
         self.batches_run = 0
+        """Groups admitted (one prefill each on the continuous path, one `generate` otherwise)."""
+        params = inspect.signature(model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._logits_to_keep = "logits_to_keep" in params
+        self._batch: RunningBatch | None = None
+        self.continuous = self._probe_continuous()
 
     # -- batching loop ------------------------------------------------------------------
 
@@ -153,37 +175,64 @@ class Engine:
             raise
 
     async def run(self) -> None:
-        """Collect requests arriving within `batch_wait_s` and generate them together."""
+        """Admit requests between decode steps and decode the running batch (see module doc)."""
         self.queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
+        active: list[tuple[Row, asyncio.Future[None]]] = []
         while True:
-            first = await self.queue.get()
-            if self.batch_wait_s > 0:
-                await asyncio.sleep(self.batch_wait_s)
-            items = [first]
-            while len(items) < self.max_batch_size and not self.queue.empty():
+            items: list[tuple[Row, asyncio.Future[None]]] = []
+            if not active:
+                items.append(await self.queue.get())
+                if self.batch_wait_s > 0:
+                    await asyncio.sleep(self.batch_wait_s)
+            room = self.max_batch_size - len(active)
+            while len(items) < room and not self.queue.empty():
                 items.append(self.queue.get_nowait())
             items = [(r, f) for r, f in items if not r.cancelled and not f.done()]
-            speculative = [(r, f) for r, f in items if self._use_draft(r)]
             plain = [(r, f) for r, f in items if not self._use_draft(r)]
-            groups = [[item] for item in speculative] + ([plain] if plain else [])
-            for group in groups:
-                rows = [r for r, _ in group]
-                try:
-                    if self._use_draft(rows[0]):
-                        await loop.run_in_executor(self.executor, self._generate_assisted, rows[0])
-                    else:
-                        await loop.run_in_executor(self.executor, self._generate_batch, rows)
-                except Exception as exc:  # noqa: BLE001 - reported to every waiting request
-                    for row in rows:
-                        row.error = exc
+            for item in items:
+                if self._use_draft(item[0]):
+                    await self._run_group([item], self._generate_assisted, item[0])
+            if not self.continuous:
+                if plain:
+                    await self._run_group(plain, self._generate_batch, [r for r, _ in plain])
+                continue
+            if plain:
                 self.batches_run += 1
-                for row, fut in group:
-                    if not fut.done():
-                        if row.error is not None:
-                            fut.set_exception(row.error)
-                        else:
-                            fut.set_result(None)
+                active.extend(plain)
+            if not active:
+                continue
+            new_rows = [r for r, _ in plain]
+            try:
+                await loop.run_in_executor(self.executor, self._step, new_rows)
+            except Exception as exc:  # noqa: BLE001 - reported to every running request
+                self._batch = None
+                for row, _ in active:
+                    row.error = exc
+            still: list[tuple[Row, asyncio.Future[None]]] = []
+            for row, fut in active:
+                if row.error is not None or row.finish_reason is not None:
+                    _resolve(row, fut)
+                else:
+                    still.append((row, fut))
+            active = still
+
+    async def _run_group(
+        self,
+        group: list[tuple[Row, asyncio.Future[None]]],
+        work: Callable[[Any], None],
+        arg: Any,
+    ) -> None:
+        """Run `work(arg)` on the worker thread and answer every request of the group."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self.executor, work, arg)
+        except Exception as exc:  # noqa: BLE001 - reported to every waiting request
+            for row, _ in group:
+                row.error = exc
+        self.batches_run += 1
+        for row, fut in group:
+            _resolve(row, fut)
 
     def _use_draft(self, row: Row) -> bool:
         return (
@@ -230,6 +279,136 @@ class Engine:
             return []
         values, indices = torch.topk(logprobs, n)
         return [(int(i), float(v)) for i, v in zip(indices.tolist(), values.tolist(), strict=True)]
+
+    # -- continuous batching (worker thread) ---------------------------------------------
+
+    def _forward(
+        self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any
+    ) -> torch.Tensor:
+        """The last position's logits (`[batch, vocab]`, float32), appending to `cache`."""
+        kwargs: dict[str, Any] = {self._cache_kw: cache, "use_cache": True}
+        if self._logits_to_keep:
+            kwargs["logits_to_keep"] = 1
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, **kwargs)
+        return out.logits[:, -1, :].float()
+
+    def _probe_continuous(self) -> bool:
+        """Whether the model's KV cache is one `RunningBatch` can edit (else: static batches)."""
+        config = getattr(self.model, "config", None)
+        if config is None or getattr(config, "is_encoder_decoder", False):
+            return False
+        params = inspect.signature(self.model.forward).parameters
+        if "position_ids" not in params or self._cache_kw not in params:
+            return False
+        try:
+            cache = DynamicCache()
+            ids = torch.tensor([[self.pad_id, self.pad_id]], dtype=torch.long)
+            with torch.inference_mode():
+                self._forward(ids, torch.ones_like(ids), torch.tensor([[0, 1]]), cache)
+            return supports_cache(cache, 2)
+        except Exception:  # noqa: BLE001 - any surprise: use the static path
+            return False
+
+    def _step(self, new_rows: list[Row]) -> None:
+        """Admit `new_rows` (prefill + merge), then one decode step for the running batch."""
+        with torch.inference_mode():
+            if new_rows:
+                try:
+                    self._admit(new_rows)
+                except Exception as exc:  # noqa: BLE001 - reported to the new requests
+                    for row in new_rows:
+                        row.error = exc
+            if self._batch is not None:
+                try:
+                    self._decode()
+                except Exception as exc:  # noqa: BLE001 - reported to the running requests
+                    for row in self._batch.rows:
+                        row.error = exc
+                    self._batch = None
+
+    def _admit(self, rows: list[Row]) -> None:
+        """Prefill `rows` together, pick their first tokens, merge the survivors."""
+        for row in rows:
+            if row.do_sample:
+                row.generator = torch.Generator().manual_seed(int(row.seed or 0))
+        width = max(len(r.ids) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, width - len(row.ids) :] = torch.tensor(row.ids, dtype=torch.long)
+            mask[i, width - len(row.ids) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        logits = self._forward(ids, mask, positions, cache)
+        group = RunningBatch(rows, cache, mask, mask.sum(-1), ids[:, -1].clone())
+        keep = self._advance(group, logits)
+        if not keep:
+            return
+        group.select(keep)
+        if self._batch is None:
+            self._batch = group
+        else:
+            self._batch.merge(group)
+
+    def _decode(self) -> None:
+        """One decode step for the running batch; finished rows leave it."""
+        batch = self._batch
+        assert batch is not None
+        mask = torch.cat([batch.mask, torch.ones((len(batch), 1), dtype=batch.mask.dtype)], 1)
+        logits = self._forward(batch.last[:, None], mask, batch.positions[:, None], batch.cache)
+        batch.mask = mask
+        batch.positions = batch.positions + 1
+        keep = self._advance(batch, logits)
+        if not keep:
+            self._batch = None
+        elif len(keep) < len(batch):
+            batch.select(keep)
+
+    def _advance(self, batch: RunningBatch, logits: torch.Tensor) -> list[int]:
+        """Pick and record every row's next token (`batch.last`); the rows still running."""
+        keep = []
+        for i, row in enumerate(batch.rows):
+            try:
+                seen = None
+                if row.repetition_penalty != 1.0 or row.frequency_penalty != 0.0:
+                    seen = torch.tensor(row.ids + row.tokens, dtype=torch.long)
+                token = self._choose(row, logits[i], seen)
+                batch.last[i] = token
+                finished = self._push(row, token, row.pending_lp, row.pending_top)
+            except Exception as exc:  # noqa: BLE001 - this row's request fails, not the batch
+                row.error = exc
+                finished = True
+            if not finished:
+                keep.append(i)
+        return keep
+
+    def _choose(self, row: Row, scores: torch.Tensor, seen: torch.Tensor | None) -> int:
+        """The row's next token (argmax or a sample); sets `pending_lp` / `pending_top`."""
+        logits = scores.float()
+        if seen is not None:
+            logits = logits.clone()
+            if row.repetition_penalty != 1.0:
+                picked = logits[seen]
+                logits[seen] = torch.where(
+                    picked < 0, picked * row.repetition_penalty, picked / row.repetition_penalty
+                )
+            if row.frequency_penalty != 0.0 and row.tokens:
+                counts = torch.bincount(
+                    torch.tensor(row.tokens, dtype=torch.long), minlength=logits.shape[-1]
+                ).to(logits.dtype)
+                logits = logits - row.frequency_penalty * counts
+        if row.do_sample:
+            logits = logits / max(row.temperature, 1e-4)
+        lp = torch.log_softmax(logits, dim=-1)
+        if not bool(torch.isfinite(lp).any()):  # extreme penalties overflowed: drop them
+            lp = torch.log_softmax(scores.float(), dim=-1)
+        lp = torch.nan_to_num(lp, nan=-math.inf, neginf=FLOOR_LOGPROB)
+        token = sample_token(lp, row) if row.do_sample else int(torch.argmax(lp))
+        row.pending_lp = float(lp[token])
+        row.pending_top = self._top(lp, row.top_n)
+        return token
+
+    # -- static batching (models the continuous path cannot handle) ---------------------
 
     def _generate_batch(self, rows: list[Row]) -> None:
         """One left-padded `model.generate` for the rows (worker thread)."""
@@ -316,31 +495,21 @@ class RowChooser(LogitsProcessor):
             if row.finish_reason is not None:
                 out[i, self.engine.pad_id] = 0.0
                 continue
-            logits = scores[i].float()
+            seen = None
             if row.repetition_penalty != 1.0 or row.frequency_penalty != 0.0:
-                logits = logits.clone()
                 seen = input_ids[i][-(len(row.ids) + len(row.tokens)) :]
-                if row.repetition_penalty != 1.0:
-                    picked = logits[seen]
-                    logits[seen] = torch.where(
-                        picked < 0, picked * row.repetition_penalty, picked / row.repetition_penalty
-                    )
-                if row.frequency_penalty != 0.0 and row.tokens:
-                    counts = torch.bincount(
-                        torch.tensor(row.tokens, dtype=torch.long), minlength=logits.shape[-1]
-                    ).to(logits.dtype)
-                    logits = logits - row.frequency_penalty * counts
-            if row.do_sample:
-                logits = logits / max(row.temperature, 1e-4)
-            lp = torch.log_softmax(logits, dim=-1)
-            if not bool(torch.isfinite(lp).any()):  # extreme penalties overflowed: drop them
-                lp = torch.log_softmax(scores[i].float(), dim=-1)
-            lp = torch.nan_to_num(lp, nan=-math.inf, neginf=FLOOR_LOGPROB)
-            token = sample_token(lp, row) if row.do_sample else int(torch.argmax(lp))
-            row.pending_lp = float(lp[token])
-            row.pending_top = self.engine._top(lp, row.top_n)
-            out[i, token] = 0.0
+            out[i, self.engine._choose(row, scores[i], seen)] = 0.0
         return out  # type: ignore[return-value]
+
+
+def _resolve(row: Row, fut: asyncio.Future[None]) -> None:
+    """Answer a request's future (unless its client already gave up)."""
+    if fut.done():
+        return
+    if row.error is not None:
+        fut.set_exception(row.error)
+    else:
+        fut.set_result(None)
 
 
 def sample_token(lp: torch.Tensor, row: Row) -> int:
