@@ -211,7 +211,9 @@ def _convert(gguf: Path, out_dir: Path) -> None:
     """Load a GGUF with transformers and save a float32 safetensors copy to `out_dir`."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # the spinner above says what is happening
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(
         str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
@@ -258,7 +260,7 @@ def resolve_model_dir(name: str) -> Path:
         ):
             _convert(gguf, out_dir)
         shutil.rmtree(gguf.parent, ignore_errors=True)
-        _console.print(f"[green]{spec.name}[/] cached in {out_dir}")
+        _console.print(f"[green]{spec.name}[/] cached in {out_dir}", soft_wrap=True)
         return out_dir
 
 
