@@ -54,8 +54,12 @@ class SearchConfig(BaseModel):
     iterations: int = Field(8, ge=1)
     theta: float = Field(0.9, ge=0.0, le=1.0)
     estimator: Estimator = "mean"
+    quantile: float = Field(0.5, ge=0.0, le=1.0)
+    lcb_z: float = Field(1.0, ge=0.0)
+    warmup_steps: int = Field(1, ge=0)
     threshold_mode: Mode = "adaptive"
     fixed_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    reject_rate: float = Field(0.5, ge=0.0, le=1.0)
     large_sd: bool = False
     max_new_tokens: int = Field(48, ge=1)
     temperature: float = Field(0.7, ge=0.0)
@@ -76,7 +80,11 @@ class SearchConfig(BaseModel):
             mode=self.threshold_mode,
             theta=self.theta,
             estimator=self.estimator,
+            quantile=self.quantile,
+            lcb_z=self.lcb_z,
+            warmup_steps=self.warmup_steps,
             fixed_value=self.fixed_threshold,
+            reject_rate=self.reject_rate,
         )
 
     def params(self) -> GenerationParams:
@@ -124,8 +132,14 @@ def load_components(config: SearchConfig) -> Components:
             check_model_name(name)
         from langgraph_specsearch.backends.transformers import TransformersBackend
 
-        small = TransformersBackend.load(config.small) if needs_small or needs_sd else None
-        large = TransformersBackend.load(config.large, assistant=config.small if needs_sd else None)
+        try:
+            small = TransformersBackend.load(config.small) if needs_small or needs_sd else None
+            large = TransformersBackend.load(
+                config.large, assistant=config.small if needs_sd else None
+            )
+        except OSError as exc:  # a hub id that can't be fetched, a directory without weights
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"cannot load model: {first}") from exc
     return Components(small=small, large=large, prm=build_prm(config, small))
 
 
@@ -151,7 +165,7 @@ def build_prm(config: SearchConfig, judge_backend: Backend | None) -> PRM:
     return CombinedPRM(judge, ArithmeticPRM())
 
 
-def create_expander(config: SearchConfig, components: Components) -> StateGraph:
+def create_expander(config: SearchConfig, /, *, components: Components) -> StateGraph:
     """The expander for `config.method` over `components`."""
     params = config.params()
     if config.method == "specsearch":
@@ -166,9 +180,9 @@ def create_expander(config: SearchConfig, components: Components) -> StateGraph:
     return factory(components.large, components.prm, params=params)
 
 
-def create_search_graph(config: SearchConfig, components: Components) -> StateGraph:
+def create_search_graph(config: SearchConfig, /, *, components: Components) -> StateGraph:
     """Create the uncompiled search graph for a config (template + expander)."""
-    expander = create_expander(config, components)
+    expander = create_expander(config, components=components)
     if config.search == "mcts":
         from langgraph_specsearch.graphs.mcts import create_mcts
 
@@ -244,11 +258,18 @@ async def asolve(
     config = config or SearchConfig()
     if question is not None and not question.strip():
         raise ValueError("question must not be empty")
-    if components is None:
-        components = await asyncio.to_thread(load_components, config)
-    builder = create_search_graph(config, components)
     run_config: Any = {"configurable": {"thread_id": thread_id}, "recursion_limit": 1000}
     async with _checkpointer(checkpoint) as saver:
+        existing = await saver.aget_tuple(run_config)
+        if question is None and existing is None:
+            raise ValueError(f"no checkpointed search for thread {thread_id!r}")
+        if question is not None and existing is not None:
+            raise ValueError(
+                f"thread {thread_id!r} already holds a search: resume it or use a new thread id"
+            )
+        if components is None:
+            components = await asyncio.to_thread(load_components, config)
+        builder = create_search_graph(config, components=components)
         graph = builder.compile(checkpointer=saver)
         payload = None if question is None else {"question": question}
         async for namespace, update in graph.astream(

@@ -110,6 +110,10 @@ def solve(
     iterations: Annotated[int, typer.Option(help="MCTS iterations.")] = 8,
     theta: Annotated[float, typer.Option(help="EMA weight of the threshold, in [0, 1].")] = 0.9,
     estimator: Annotated[str, typer.Option(help="mean | median | quantile | lcb")] = "mean",
+    quantile: Annotated[float, typer.Option(help="q of the quantile estimator.")] = 0.5,
+    warmup_steps: Annotated[int, typer.Option(help="Expansions by the large model first.")] = 1,
+    fixed_threshold: Annotated[float, typer.Option(help="Value of --threshold-mode fixed.")] = 0.5,
+    reject_rate: Annotated[float, typer.Option(help="Rate of --threshold-mode random.")] = 0.5,
     threshold_mode: Annotated[
         str, typer.Option(help="adaptive | fixed | random | accept_all")
     ] = "adaptive",
@@ -158,6 +162,10 @@ def solve(
             iterations=iterations,
             theta=theta,
             estimator=estimator,  # type: ignore[arg-type]
+            quantile=quantile,
+            warmup_steps=warmup_steps,
+            fixed_threshold=fixed_threshold,
+            reject_rate=reject_rate,
             threshold_mode=threshold_mode,  # type: ignore[arg-type]
             large_sd=large_sd,
             max_new_tokens=max_new_tokens,

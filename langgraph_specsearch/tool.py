@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from langchain_core.tools import StructuredTool
@@ -43,10 +44,12 @@ def create_specsearch_tool(
     """
     config = config or SearchConfig()
     cache: dict[str, Components] = {} if components is None else {"c": components}
+    loading = asyncio.Lock()
 
     async def arun(question: str) -> dict[str, Any]:
-        if "c" not in cache:
-            cache["c"] = load_components(config)
+        async with loading:  # concurrent first calls load the models once, off the event loop
+            if "c" not in cache:
+                cache["c"] = await asyncio.to_thread(load_components, config)
         result = await asolve(question, config, components=cache["c"])
         return {
             "answer": result.answer,
@@ -55,8 +58,6 @@ def create_specsearch_tool(
         }
 
     def run(question: str) -> dict[str, Any]:
-        import asyncio
-
         return asyncio.run(arun(question))
 
     return StructuredTool.from_function(

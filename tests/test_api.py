@@ -49,10 +49,21 @@ def test_failed_model_call_resumes_from_the_checkpoint(tmp_path) -> None:
     healthy.large.calls.extend(broken.large.calls[:2])  # same call numbering as before the failure
     result = asyncio.run(asolve(None, CONFIG, components=healthy, checkpoint=db, thread_id="t1"))
     assert result.answer == "7"
-    # Steps done before the failure were not redone: the small model was not asked again for them.
-    assert len(healthy.small.calls) < len(broken.small.calls) + len(healthy.small.calls)
-    assert calls_before == 3
+    # The failure came in step 3's regenerate node, after step 3's draft was checkpointed, so
+    # the resumed run starts at that regenerate: the only new draft is step 4's.
+    assert len(broken.small.calls) == 2 and calls_before == 3
+    assert len(healthy.small.calls) == 1
+    assert healthy.large.calls[2][0] == broken.large.calls[2][0]  # the failed call, retried
     assert result.path[0].text == "large c0 0.5"
+
+
+def test_thread_ids_are_not_mixed_up(tmp_path) -> None:
+    db = str(tmp_path / "ckpt.sqlite")
+    asyncio.run(asolve("q?", CONFIG, components=components(), checkpoint=db, thread_id="a"))
+    with pytest.raises(ValueError, match="already holds a search"):
+        asyncio.run(asolve("q2?", CONFIG, components=components(), checkpoint=db, thread_id="a"))
+    with pytest.raises(ValueError, match="no checkpointed search for thread 'b'"):
+        asyncio.run(asolve(None, CONFIG, components=components(), checkpoint=db, thread_id="b"))
 
 
 def test_tool_runs_a_search() -> None:

@@ -176,3 +176,22 @@ def test_empty_question_is_rejected() -> None:
     graph = create_beam_search(create_ar_expander(large, ScriptedPRM(by_text))).compile()
     with pytest.raises(ValueError, match="question must not be empty"):
         graph.invoke({"question": "  "})
+
+
+def test_regenerate_makes_exactly_one_thought_per_rejected_draft() -> None:
+    def large(prompt: str, call: int, i: int) -> str:
+        return f"large c{call} s{i} 0.5"
+
+    def small(prompt: str, call: int, i: int) -> str:
+        scores = [0.9, 0.1] if prompt.rstrip().endswith("s0 0.5") else [0.1, 0.1]
+        return f"small c{call} {scores[i]}"
+
+    large_backend = ScriptedBackend("large", large)
+    expander = create_speculative_expander(
+        ScriptedBackend("small", small), large_backend, ScriptedPRM(by_text)
+    )
+    out = run(create_beam_search(expander, beam_width=2, n=2, max_steps=2))
+    # Parent s0 lost one draft, parent s1 two: the large model writes 3 thoughts, not 4.
+    assert out["threshold_trace"][1]["rejected"] == 3
+    assert large_backend.generated == 2 + 3
+    assert out["stats"]["large"]["calls"] == 2

@@ -304,7 +304,10 @@ class TGIBackend:
             )
 
         copies = 1 if greedy else n
-        jobs = [one(prompt, i) for prompt in prompts for i in range(copies)]
+        # a distinct seed per request: identical prompts (two beams, best-of-N paths) must differ
+        jobs = [
+            one(prompt, j * copies + i) for j, prompt in enumerate(prompts) for i in range(copies)
+        ]
         flat = await asyncio.gather(*jobs)
         out: list[list[Generation]] = []
         for p in range(len(prompts)):

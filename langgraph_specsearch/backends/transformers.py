@@ -176,7 +176,8 @@ class TransformersBackend:
 
         if not prompts or n < 1:
             return [[] for _ in prompts]
-        expanded = [p for p in prompts for _ in range(n)]
+        copies = n if params.temperature > 0 else 1  # greedy rows would all be identical
+        expanded = [p for p in prompts for _ in range(copies)]
         config = self._generation_config(params)
         models = [self.model] + ([self.assistant.model] if self.assistant else [])
         with _holding(*models), torch.inference_mode():
@@ -199,7 +200,10 @@ class TransformersBackend:
             g = self._finish(row, params.stop, latency)
             g.accepted_draft_tokens = acc
             gens.append(g)
-        return [gens[i * n : (i + 1) * n] for i in range(len(prompts))]
+        return [
+            [gens[i * copies + k % copies].model_copy() for k in range(n)]
+            for i in range(len(prompts))
+        ]
 
     def _assisted(
         self, prompts: Sequence[str], config: Any

@@ -40,7 +40,8 @@ def make_merge_node(threshold: ThresholdConfig) -> AsyncNode:
                     "latency_s": c["latency_s"],
                     "finish_reason": c["finish_reason"],
                     "terminal": is_terminal(c["text"]) or c["finish_reason"] == "eos_token",
-                    "rejected": c["verdict"] == "rejected",
+                    # a blank step (the model emitted the delimiter first) is never kept
+                    "rejected": c["verdict"] == "rejected" or not c["text"].strip(),
                     "visits": 0,
                     "value": 0.0,
                 }

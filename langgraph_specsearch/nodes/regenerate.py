@@ -22,20 +22,22 @@ def make_regenerate_node(large: Backend, *, params: GenerationParams) -> AsyncNo
         nodes, regen = state["nodes"], state["regen"]
         unique = list(dict.fromkeys(regen))
         counts = {p: regen.count(p) for p in unique}
+        # Equal counts (AR, warm-up): n samples per parent in one call. Unequal counts: one
+        # prompt per requested thought, so no sample is made only to be thrown away.
+        parents, n = (unique, counts[unique[0]]) if len(set(counts.values())) == 1 else (regen, 1)
         prompts = [
-            large.prompt_format.render(state["question"], steps_to(nodes, p)) for p in unique
+            large.prompt_format.render(state["question"], steps_to(nodes, p)) for p in parents
         ]
         call_params = step_seed(params, state, salt=2)
         call_params = call_params.model_copy(update={"stop": large.prompt_format.stop_sequences()})
-        n = max(counts.values())
         with Clock() as clock:
             outputs = await large.agenerate(prompts, n=n, params=call_params)
+        used = [g for gens in outputs for g in gens]
         fresh = [
             {**candidate(nodes[p], g, "large"), "verdict": "large"}
-            for p, gens in zip(unique, outputs, strict=True)
-            for g in gens[: counts[p]]
+            for p, gens in zip(parents, outputs, strict=True)
+            for g in gens
         ]
-        used = [g for p, gens in zip(unique, outputs, strict=True) for g in gens[: counts[p]]]
         return {
             "candidates": [*state["candidates"], *fresh],
             "regen": [],
