@@ -61,6 +61,8 @@ from langgraph_specsearch.server.kvbatch import RunningBatch, supports_cache
 from langgraph_specsearch.server.schema import Prepared
 
 FLOOR_LOGPROB = -1e4
+CANCEL_WAIT_S = 5.0
+"""How long a cancelled request waits for its running rows to leave the batch."""
 
 
 @dataclass
@@ -90,6 +92,7 @@ class Row:
     error: BaseException | None = None
     pending_lp: float = 0.0
     pending_top: list[tuple[int, float]] = field(default_factory=list)
+    admitted: bool = False
 
     @property
     def greedy(self) -> bool:
@@ -159,7 +162,12 @@ class Engine:
     # -- batching loop ------------------------------------------------------------------
 
     async def submit(self, rows: list[Row]) -> None:
-        """Queue rows and wait until every one is finished."""
+        """Queue rows and wait until every one is finished.
+
+        Cancelled (the client went away), the rows are marked cancelled and, for the rows the
+        engine already decodes, this waits (a few seconds at most) until they have left the
+        batch, so the request's slot is freed only once its work has stopped.
+        """
         assert self.queue is not None, "engine not started (use the app's lifespan)"
         loop = asyncio.get_running_loop()
         futures = []
@@ -168,10 +176,16 @@ class Engine:
             futures.append(fut)
             self.queue.put_nowait((row, fut))
         try:
-            await asyncio.gather(*futures)
+            await asyncio.gather(*(asyncio.shield(f) for f in futures))
         except asyncio.CancelledError:
             for row in rows:
                 row.cancelled = True
+            running = [f for r, f in zip(rows, futures, strict=True) if r.admitted]
+            if running:
+                await asyncio.wait(running, timeout=CANCEL_WAIT_S)
+            for fut in futures:
+                if fut.done() and not fut.cancelled():
+                    fut.exception()  # retrieved: nobody reads a cancelled request's error
             raise
 
     async def run(self) -> None:
@@ -188,6 +202,10 @@ class Engine:
             room = self.max_batch_size - len(active)
             while len(items) < room and not self.queue.empty():
                 items.append(self.queue.get_nowait())
+            for row, fut in items:
+                if row.cancelled:
+                    _resolve(row, fut)
+                row.admitted = True
             items = [(r, f) for r, f in items if not r.cancelled and not f.done()]
             plain = [(r, f) for r, f in items if not self._use_draft(r)]
             for item in items:
