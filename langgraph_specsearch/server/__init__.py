@@ -1,7 +1,9 @@
 """`specsearch serve`, a Text-Generation-Inference-compatible server, in small modules.
 
 - `schema`: TGI's request models, its error shape (`TGIError`) and request validation;
-- `engine`: the batching engine (one `model.generate` per batch, per-row sampling and stops);
+- `engine`: the continuous-batching engine (rows join and leave between decode steps;
+  per-row sampling and stops; falls back to one `model.generate` per batch);
+- `kvbatch`: merging and shrinking the running batch's KV cache;
 - `app`: `create_app`, the FastAPI app (routes, auth, limits, streaming);
 - `tiny`: a tiny random model for tests and demos.
 
