@@ -61,6 +61,15 @@ async def serve_tokens_per_s(
     return sum(counts) / (time.perf_counter() - start), sum(counts) / (clients * rounds)
 
 
+async def sequential_tokens_per_s(url: str, tokens: int, rounds: int) -> tuple[float, float]:
+    """One client sending the 8 clients' prompts one after another: the same workload."""
+    start = time.perf_counter()
+    done = 0
+    for prompt in PROMPTS:
+        done += await client_loop(url, prompt, tokens, rounds)
+    return done / (time.perf_counter() - start), done / (len(PROMPTS) * rounds)
+
+
 def stub_app(delay_s: float) -> FastAPI:
     app = FastAPI()
 
@@ -109,6 +118,7 @@ def main() -> None:
         asyncio.run(serve_tokens_per_s(url, 1, 4, 1))  # warm up
         one, one_len = asyncio.run(serve_tokens_per_s(url, 1, args.tokens, args.rounds))
         eight, eight_len = asyncio.run(serve_tokens_per_s(url, 8, args.tokens, args.rounds))
+        seq, seq_len = asyncio.run(sequential_tokens_per_s(url, args.tokens, args.rounds))
     print(f"model {args.model}, {args.tokens} new tokens, torch threads {torch.get_num_threads()}")
     print(f"raw transformers generate      : {raw:7.1f} tok/s")
     print(
@@ -119,6 +129,10 @@ def main() -> None:
         f"serve, 8 concurrent clients    : {eight:7.1f} tok/s  ({eight / one:.2f}x 1 client,"
         f" target >= 2)  {eight_len:.0f} tokens/request"
         f" ({'continuous' if app.state.engine.continuous else 'static'} batching)"
+    )
+    print(
+        f"same 8 prompts, 1 client in turn: {seq:7.1f} tok/s  {seq_len:.0f} tokens/request"
+        f"  -> 8 concurrent = {eight / seq:.2f}x (same workload)"
     )
     with background_server(stub_app(0.2)) as url:
         total, slowest = asyncio.run(fan_out(url))
