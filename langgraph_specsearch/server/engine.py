@@ -344,8 +344,8 @@ class Engine:
                         row.error = exc
                     self._batch = None
 
-    def _admit(self, rows: list[Row]) -> None:
-        """Prefill `rows` together, pick their first tokens, merge the survivors."""
+    def _left_padded(self, rows: list[Row]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Seed the sampling rows' generators; left-padded input ids and attention mask."""
         for row in rows:
             if row.do_sample:
                 row.generator = torch.Generator().manual_seed(int(row.seed or 0))
@@ -355,6 +355,11 @@ class Engine:
         for i, row in enumerate(rows):
             ids[i, width - len(row.ids) :] = torch.tensor(row.ids, dtype=torch.long)
             mask[i, width - len(row.ids) :] = 1
+        return ids, mask
+
+    def _admit(self, rows: list[Row]) -> None:
+        """Prefill `rows` together, pick their first tokens, merge the survivors."""
+        ids, mask = self._left_padded(rows)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
         logits = self._forward(ids, mask, positions, cache)
@@ -430,15 +435,7 @@ class Engine:
 
     def _generate_batch(self, rows: list[Row]) -> None:
         """One left-padded `model.generate` for the rows (worker thread)."""
-        for row in rows:
-            if row.do_sample:
-                row.generator = torch.Generator().manual_seed(int(row.seed or 0))
-        width = max(len(r.ids) for r in rows)
-        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            input_ids[i, width - len(row.ids) :] = torch.tensor(row.ids, dtype=torch.long)
-            mask[i, width - len(row.ids) :] = 1
+        input_ids, mask = self._left_padded(rows)
         config = GenerationConfig(
             max_new_tokens=max(r.max_new_tokens for r in rows),
             do_sample=False,
