@@ -18,7 +18,7 @@ from langgraph_specsearch.prm import (
     check_step,
 )
 from langgraph_specsearch.prm.arithmetic import evaluate
-from langgraph_specsearch.prompts import ChatFormat, FewShotFormat, chatml_template
+from langgraph_specsearch.prompts import ChatFormat, FewShotFormat, PromptFormat, chatml_template
 
 FIXTURE = Path(__file__).parent / "fixtures" / "processbench_gsm8k_sample.json"
 
@@ -26,7 +26,9 @@ FIXTURE = Path(__file__).parent / "fixtures" / "processbench_gsm8k_sample.json"
 class LogprobBackend:
     """Returns `script(prompt)` as the candidates' logprobs and records every call."""
 
-    def __init__(self, script: Callable[[str], dict[str, float]], prompt_format: object) -> None:
+    def __init__(
+        self, script: Callable[[str], dict[str, float]], prompt_format: PromptFormat
+    ) -> None:
         self.name = "logprob-script"
         self.prompt_format = prompt_format
         self.script = script

@@ -4,6 +4,7 @@ import pytest
 
 from langgraph_specsearch.threshold import (
     ThresholdConfig,
+    ThresholdState,
     accept,
     estimate,
     in_warmup,
@@ -21,7 +22,7 @@ def test_first_update_takes_the_observed_estimate() -> None:
 
 def test_ema_arithmetic() -> None:
     cfg = ThresholdConfig(theta=0.9)
-    state = {"beta": 0.5, "updates": 1, "expansions": 3}
+    state: ThresholdState = {"beta": 0.5, "updates": 1, "expansions": 3}
     state = update(state, [0.9, 0.7], cfg)
     assert state["beta"] == pytest.approx(0.9 * 0.5 + 0.1 * 0.8)
     state = update(state, [], cfg)
@@ -45,7 +46,7 @@ def test_lower_confidence_bound_is_below_the_mean() -> None:
 
 def test_accept_rules() -> None:
     rng = random.Random(0)
-    state = {"beta": 0.5, "updates": 1, "expansions": 1}
+    state: ThresholdState = {"beta": 0.5, "updates": 1, "expansions": 1}
     cfg = ThresholdConfig()
     assert accept(0.5, state, cfg, rng)
     assert not accept(0.49, state, cfg, rng)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from langgraph_specsearch.backends.prefix import PrefixReuse, supports_prefix_reuse
 from langgraph_specsearch.prompts import PromptFormat
 from langgraph_specsearch.types import FinishReason, Generation, GenerationParams
 
@@ -45,7 +46,10 @@ def token_id_set(value: Any) -> set[int]:
 class TransformersBackend:
     """A `Backend` running a causal LM in-process with transformers.
 
-    `agenerate` makes one batched `model.generate` call over all prompts x n (left padding).
+    `agenerate` makes one batched `model.generate` call over all prompts x n. The prompt tokens
+    are prefilled once per prompt, not n times, and the prefix all prompts share (few-shot
+    header, question) is kept between calls and reused (`backends/prefix.py`; `prefix_reuse`
+    off falls back to plain left-padded `generate`).
     Returned step texts are cut before the first stop string and `.strip()`-ed.
     With `assistant`, generation uses token-level speculative decoding (transformers assisted
     generation; universal assisted generation when the tokenizers differ), one sequence at a
@@ -60,6 +64,7 @@ class TransformersBackend:
         name: str,
         prompt_format: PromptFormat,
         assistant: TransformersBackend | None = None,
+        prefix_reuse: bool = True,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -77,6 +82,9 @@ class TransformersBackend:
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = tokenizer.convert_ids_to_tokens(int(pad))
         self._pad_id = int(pad)
+        self.prefix: PrefixReuse | None = None
+        if prefix_reuse and supports_prefix_reuse(model):
+            self.prefix = PrefixReuse(model, self._pad_id)
 
     @classmethod
     def load(cls, name_or_path: str, *, assistant: str | None = None) -> TransformersBackend:
@@ -106,13 +114,17 @@ class TransformersBackend:
 
     # -- tokenisation -------------------------------------------------------------------------
 
-    def _encode(self, prompts: Sequence[str]) -> dict[str, Any]:
-        """Left-padded batch; BOS is added unless the prompt already starts with it."""
+    def _token_ids(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Token ids per prompt; BOS is added unless the prompt already starts with it."""
         bos = self.tokenizer.bos_token
-        ids = [
-            self.tokenizer(p, add_special_tokens=not (bos and p.startswith(bos)))["input_ids"]
+        return [
+            list(self.tokenizer(p, add_special_tokens=not (bos and p.startswith(bos)))["input_ids"])
             for p in prompts
         ]
+
+    def _encode(self, prompts: Sequence[str]) -> dict[str, Any]:
+        """Left-padded batch of `_token_ids`."""
+        ids = self._token_ids(prompts)
         batch = self.tokenizer.pad(
             {"input_ids": ids}, padding=True, padding_side="left", return_tensors="pt"
         )
@@ -185,7 +197,17 @@ class TransformersBackend:
             if params.seed is not None:
                 torch.manual_seed(params.seed)
             if self.assistant is None:
-                batch = self._encode(expanded)
+                if self.prefix is not None:
+                    plan = self.prefix.prepare(
+                        self._token_ids(prompts), copies, params.max_new_tokens
+                    )
+                    batch = {
+                        "input_ids": plan.input_ids,
+                        "attention_mask": plan.attention_mask,
+                        plan.cache_kw: plan.cache,
+                    }
+                else:
+                    batch = self._encode(expanded)
                 out = self.model.generate(
                     **batch, generation_config=config, tokenizer=self.tokenizer
                 )
@@ -273,17 +295,19 @@ class TransformersBackend:
         if not prompts:
             return []
         ids = {c: self._candidate_ids(c) for c in candidates}
-        batch = self._encode(prompts)
-        mask = batch["attention_mask"]
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
         with _holding(self.model), torch.inference_mode():
-            logits = self.model(
-                input_ids=batch["input_ids"],
-                attention_mask=mask,
-                position_ids=positions,
-                use_cache=False,
-                logits_to_keep=1,
-            ).logits[:, -1, :]
+            if self.prefix is not None:
+                logits = self.prefix.next_token_logits(self._token_ids(prompts))
+            else:
+                batch = self._encode(prompts)
+                mask = batch["attention_mask"]
+                logits = self.model(
+                    input_ids=batch["input_ids"],
+                    attention_mask=mask,
+                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                    use_cache=False,
+                    logits_to_keep=1,
+                ).logits[:, -1, :]
         logp = torch.log_softmax(logits.float(), dim=-1)
         result = []
         for row in logp:

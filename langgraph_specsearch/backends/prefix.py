@@ -1,0 +1,187 @@
+"""KV-prefix reuse for batched generation: shared prompt tokens are prefilled once.
+
+A search step asks for N continuations of each frontier prompt, and every prompt of a question
+starts with the same few-shot header and question. `model.generate` would prefill each of the
+prompts x N rows in full. `PrefixReuse.prepare` instead lays each row out as
+
+    [shared prefix P][left padding][the row's own tail]
+
+and builds the KV cache in three parts, then hands it to `generate`, which only has to feed each
+row's last prompt token:
+
+1. P, the token prefix common to all prompts of the call, is prefilled once (batch 1) and kept:
+   the next call that starts with (part of) the same tokens reuses it (cropped to the common
+   part) and only prefills the rest;
+2. the tails (all but their last token) are prefilled once per prompt, on copies of P's cache;
+3. the cache is repeated N times along the batch (`copies` samples of each prompt).
+
+Padding between P and the tail is masked out and position ids skip it, so each row computes
+what it would alone (up to float rounding). Sliding-window attention counts cache slots, not
+positions, so a model with a window only shares P when the whole row fits in the window;
+otherwise P is empty and the layout is plain left padding (steps 2-3 still apply).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+MIN_SHARED_TOKENS = 16
+"""A shared prefix shorter than this is not worth a separate prefill."""
+KEPT_PREFIXES = 4
+"""Prefixes kept per model (drafting and judging on one model use different prompts)."""
+
+
+@dataclass
+class PrefillPlan:
+    """What `generate` needs: full ids and mask (rows x copies) and the filled cache."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    cache: Any
+    cache_kw: str
+
+
+def common_prefix_length(a: list[int], b: list[int]) -> int:
+    """Number of leading tokens `a` and `b` share."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def supports_prefix_reuse(model: Any) -> bool:
+    """Whether `model` is a decoder-only LM whose forward takes position ids and a KV cache."""
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "is_encoder_decoder", False):
+        return False
+    params = inspect.signature(model.forward).parameters
+    return "position_ids" in params and ("cache" in params or "past_key_values" in params)
+
+
+class PrefixReuse:
+    """Builds `generate`'s prompt cache for one model and keeps the last shared prefix."""
+
+    def __init__(self, model: Any, pad_id: int) -> None:
+        self.model = model
+        self.pad_id = pad_id
+        params = inspect.signature(model.forward).parameters
+        self.cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._logits_to_keep = "logits_to_keep" in params
+        text_config = model.config
+        if hasattr(text_config, "get_text_config"):
+            text_config = text_config.get_text_config()
+        window = getattr(text_config, "sliding_window", None)
+        self.window: int | None = int(window) if window else None
+        self._stored: list[tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]] = []
+        """Kept prefixes, most recently used last: token ids and per-layer keys and values."""
+        self.prompt_tokens = 0
+        """Prompt tokens of all rows of all calls (what plain `generate` would prefill)."""
+        self.prefilled_tokens = 0
+        """Prompt tokens actually run through the model here (the rest came from reuse)."""
+
+    def _new_cache(self) -> Any:
+        from transformers import DynamicCache
+
+        try:
+            return DynamicCache(config=self.model.config)
+        except TypeError:  # older transformers: no per-layer-type caches
+            return DynamicCache()
+
+    def _forward(
+        self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any
+    ) -> None:
+        """Run `ids` through the model, appending their keys and values to `cache`."""
+        kwargs: dict[str, Any] = {self.cache_kw: cache, "use_cache": True}
+        if self._logits_to_keep:
+            kwargs["logits_to_keep"] = 1
+        self.model(input_ids=ids, attention_mask=mask, position_ids=positions, **kwargs)
+        self.prefilled_tokens += int(mask[:, -ids.shape[1] :].sum())
+
+    def _shared_length(self, rows: list[list[int]], max_new_tokens: int) -> int:
+        """Length of P: the common prefix, leaving each row at least one token of its own."""
+        shared = min(len(r) for r in rows) - 1
+        for row in rows[1:]:
+            shared = min(shared, common_prefix_length(rows[0], row))
+        if shared < MIN_SHARED_TOKENS:
+            return 0
+        if self.window is not None:
+            longest = shared + max(len(r) - shared for r in rows) + max_new_tokens
+            if longest >= self.window:
+                return 0
+        return shared
+
+    def _prefix_cache(self, prefix: list[int]) -> Any:
+        """A batch-1 cache holding `prefix`, reusing the stored prefix where it agrees."""
+        cache = self._new_cache()
+        reused, best = 0, None
+        for entry in self._stored:
+            agree = common_prefix_length(entry[0], prefix)
+            if agree > reused:
+                reused, best = agree, entry
+        if best is not None and reused >= MIN_SHARED_TOKENS:
+            if reused == len(best[0]):  # the new prefix extends it: keep only the new one
+                self._stored.remove(best)
+            for index, (keys, values) in enumerate(best[1]):
+                cache.update(keys[:, :, :reused, :], values[:, :, :reused, :], index)
+        else:
+            reused = 0
+        if len(prefix) > reused:
+            ids = torch.tensor([prefix[reused:]], dtype=torch.long)
+            mask = torch.ones((1, len(prefix)), dtype=torch.long)
+            positions = torch.arange(reused, len(prefix), dtype=torch.long)[None, :]
+            self._forward(ids, mask, positions, cache)
+        layers = getattr(cache, "layers", None)
+        if layers and all(getattr(layer, "keys", None) is not None for layer in layers):
+            self._stored.append((list(prefix), [(layer.keys, layer.values) for layer in layers]))
+            del self._stored[:-KEPT_PREFIXES]
+        return cache
+
+    def prepare(self, rows: list[list[int]], copies: int, max_new_tokens: int) -> PrefillPlan:
+        """Fill the cache for `rows` (token ids of each prompt), each sampled `copies` times."""
+        shared = self._shared_length(rows, max_new_tokens)
+        self.prompt_tokens += sum(len(r) for r in rows) * copies
+        tails = [r[shared:] for r in rows]
+        width = max(len(t) for t in tails)
+        ids = torch.full((len(rows), shared + width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), shared + width), dtype=torch.long)
+        ids[:, :shared] = torch.tensor(rows[0][:shared], dtype=torch.long)
+        mask[:, :shared] = 1
+        for i, tail in enumerate(tails):
+            ids[i, shared + width - len(tail) :] = torch.tensor(tail, dtype=torch.long)
+            mask[i, shared + width - len(tail) :] = 1
+        if shared:
+            cache = self._prefix_cache(rows[0][:shared])
+            cache.batch_repeat_interleave(len(rows))
+        else:
+            cache = self._new_cache()
+        if width > 1:
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            end = shared + width - 1
+            self._forward(ids[:, shared:end], mask[:, :end], positions[:, shared:end], cache)
+        self.prefilled_tokens += len(rows) * copies  # each row's last token: fed by `generate`
+        if copies > 1:
+            cache.batch_repeat_interleave(copies)
+            ids = ids.repeat_interleave(copies, dim=0)
+            mask = mask.repeat_interleave(copies, dim=0)
+        return PrefillPlan(input_ids=ids, attention_mask=mask, cache=cache, cache_kw=self.cache_kw)
+
+    def next_token_logits(self, rows: list[list[int]]) -> torch.Tensor:
+        """Logits of the token after each row (`[rows, vocab]`), prefilling as `prepare` does."""
+        plan = self.prepare(rows, 1, 1)
+        positions = plan.attention_mask.sum(-1, keepdim=True) - 1
+        kwargs: dict[str, Any] = {self.cache_kw: plan.cache, "use_cache": True}
+        if self._logits_to_keep:
+            kwargs["logits_to_keep"] = 1
+        out = self.model(
+            input_ids=plan.input_ids[:, -1:],
+            attention_mask=plan.attention_mask,
+            position_ids=positions,
+            **kwargs,
+        )
+        return out.logits[:, -1, :]
