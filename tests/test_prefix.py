@@ -10,34 +10,11 @@ import torch
 from langgraph_specsearch.backends.prefix import MIN_SHARED_TOKENS, PrefixReuse
 from langgraph_specsearch.backends.transformers import TransformersBackend
 from langgraph_specsearch.prompts import FewShotFormat
-from langgraph_specsearch.server.tiny import build_tiny_model
+from langgraph_specsearch.server.tiny import build_tiny_gemma3, build_tiny_model
 from langgraph_specsearch.types import GenerationParams
 
 QUESTION = "Natalia sold clips to 48 of her friends in April and half as many in May. How many?"
 STEPS = [[], ["In May she sold 48 / 2 = 24 clips."], ["48 + 24 = 72.", "So 72."]]
-
-
-def tiny_gemma(tokenizer: Any, window: int) -> Any:
-    """A random 3-layer Gemma-3 text model with sliding-window layers."""
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-    torch.manual_seed(0)
-    config = Gemma3TextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=1,
-        head_dim=16,
-        sliding_window=window,
-        layer_types=["sliding_attention", "sliding_attention", "full_attention"],
-        max_position_embeddings=2048,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    return Gemma3ForCausalLM(config).eval()
 
 
 def backends(model: Any, tokenizer: Any) -> tuple[TransformersBackend, TransformersBackend]:
@@ -58,7 +35,9 @@ def texts(out: list[list[Any]]) -> list[list[str]]:
 def test_same_continuations_as_plain_generate(kind: str, temperature: float) -> None:
     model, tokenizer = build_tiny_model()
     if kind != "llama":
-        model = tiny_gemma(tokenizer, window=4096 if kind == "gemma-wide-window" else 64)
+        model = build_tiny_gemma3(
+            tokenizer, sliding_window=4096 if kind == "gemma-wide-window" else 64
+        )
     reuse, plain = backends(model, tokenizer)
     params = GenerationParams(max_new_tokens=12, temperature=temperature, seed=5, stop=[])
     prompts = [reuse.prompt_format.render(QUESTION, s) for s in STEPS]

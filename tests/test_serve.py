@@ -17,6 +17,7 @@ from huggingface_hub import AsyncInferenceClient, InferenceClient
 from huggingface_hub.errors import GenerationError, ValidationError
 
 from langgraph_specsearch.serve import background_server, build_tiny_model, create_app
+from langgraph_specsearch.server.tiny import build_tiny_gemma3
 
 PROMPT = "Question: Natalia sold clips to 48 of her friends."
 
@@ -296,29 +297,6 @@ def _row(ids: list[int], max_new_tokens: int) -> Any:
     )
 
 
-def _tiny_gemma3(tokenizer: Any) -> Any:
-    import torch
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-    torch.manual_seed(0)
-    config = Gemma3TextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        sliding_window=6,  # shorter than the sequences: the window matters
-        max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        layer_types=["sliding_attention", "full_attention"] * 2,
-    )
-    return Gemma3ForCausalLM(config).eval()
-
-
 @pytest.mark.parametrize("arch", ["llama", "gemma3-sliding-window"])
 def test_rows_join_and_leave_mid_batch_greedy_equals_generate(
     tiny: tuple[Any, Any], arch: str
@@ -330,7 +308,7 @@ def test_rows_join_and_leave_mid_batch_greedy_equals_generate(
 
     model, tokenizer = tiny
     if arch != "llama":
-        model = _tiny_gemma3(tokenizer)
+        model = build_tiny_gemma3(tokenizer, sliding_window=6)
     engine = Engine(model, tokenizer, draft=None, max_batch_size=8, batch_wait_s=0)
     assert engine.continuous
     generator = torch.Generator().manual_seed(0)

@@ -43,3 +43,27 @@ def build_tiny_model(seed: int = 0) -> tuple[Any, Any]:
     )
     model = LlamaForCausalLM(config).eval()
     return model, tokenizer
+
+
+def build_tiny_gemma3(tokenizer: Any, *, sliding_window: int, seed: int = 0) -> Any:
+    """A randomly initialised 4-layer Gemma-3 text model with sliding-window layers (tests)."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        sliding_window=sliding_window,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        layer_types=["sliding_attention", "full_attention"] * 2,
+    )
+    return Gemma3ForCausalLM(config).eval()
