@@ -95,3 +95,23 @@ def test_next_token_logits_match_a_full_forward() -> None:
         for i, row in enumerate(rows):
             full = model(input_ids=torch.tensor([row])).logits[0, -1]
             assert torch.allclose(got[i], full, atol=1e-4)
+
+
+def test_a_model_the_reuse_does_not_fit_falls_back_to_plain_passes(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    model, tokenizer = build_tiny_model()
+    reuse, plain = backends(model, tokenizer)
+
+    def unsupported(*_: Any, **__: Any) -> Any:
+        raise NotImplementedError("cache layer type not supported")
+
+    assert reuse.prefix is not None
+    monkeypatch.setattr(reuse.prefix, "prepare", unsupported)
+    params = GenerationParams(max_new_tokens=8, temperature=1.0, seed=2, stop=[])
+    prompts = [reuse.prompt_format.render(QUESTION, s) for s in STEPS]
+    with caplog.at_level("WARNING"):
+        got = reuse._generate_sync(prompts, 2, params)
+    assert texts(got) == texts(plain._generate_sync(prompts, 2, params))
+    assert reuse.prefix is None
+    assert "KV-prefix reuse turned off" in caplog.text and "not supported" in caplog.text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import logging
 import math
 import threading
 import time
@@ -15,6 +16,7 @@ from langgraph_specsearch.backends.prefix import PrefixReuse, supports_prefix_re
 from langgraph_specsearch.prompts import PromptFormat
 from langgraph_specsearch.types import FinishReason, Generation, GenerationParams
 
+logger = logging.getLogger(__name__)
 _locks_guard = threading.Lock()
 _model_locks: dict[int, threading.Lock] = {}
 
@@ -197,22 +199,7 @@ class TransformersBackend:
             if params.seed is not None:
                 torch.manual_seed(params.seed)
             if self.assistant is None:
-                if self.prefix is not None:
-                    plan = self.prefix.prepare(
-                        self._token_ids(prompts), copies, params.max_new_tokens
-                    )
-                    batch = {
-                        "input_ids": plan.input_ids,
-                        "attention_mask": plan.attention_mask,
-                        plan.cache_kw: plan.cache,
-                    }
-                else:
-                    batch = self._encode(expanded)
-                out = self.model.generate(
-                    **batch, generation_config=config, tokenizer=self.tokenizer
-                )
-                width = batch["input_ids"].shape[1]
-                rows = [row[width:].tolist() for row in out]
+                rows = self._generate_rows(prompts, expanded, copies, params, config)
                 accepted: list[int | None] = [None] * len(rows)
             else:
                 rows, accepted = self._assisted(expanded, config)
@@ -226,6 +213,37 @@ class TransformersBackend:
             [gens[i * copies + k % copies].model_copy() for k in range(n)]
             for i in range(len(prompts))
         ]
+
+    def _prefix_failed(self, exc: Exception) -> None:
+        """Turn KV-prefix reuse off for this backend, saying why once."""
+        logger.warning("%s: KV-prefix reuse turned off (%r); plain forward passes", self.name, exc)
+        self.prefix = None
+
+    def _generate_rows(
+        self,
+        prompts: Sequence[str],
+        expanded: Sequence[str],
+        copies: int,
+        params: GenerationParams,
+        config: Any,
+    ) -> list[list[int]]:
+        """New token ids per row (prompts x copies): prefix reuse, or plain left padding."""
+        if self.prefix is not None:
+            try:
+                plan = self.prefix.prepare(self._token_ids(prompts), copies, params.max_new_tokens)
+                out = self.model.generate(
+                    input_ids=plan.input_ids,
+                    attention_mask=plan.attention_mask,
+                    generation_config=config,
+                    tokenizer=self.tokenizer,
+                    **{plan.cache_kw: plan.cache},
+                )
+                return [row[plan.input_ids.shape[1] :].tolist() for row in out]
+            except Exception as exc:  # noqa: BLE001 - an architecture the reuse does not fit
+                self._prefix_failed(exc)
+        batch = self._encode(expanded)
+        out = self.model.generate(**batch, generation_config=config, tokenizer=self.tokenizer)
+        return [row[batch["input_ids"].shape[1] :].tolist() for row in out]
 
     def _assisted(
         self, prompts: Sequence[str], config: Any
@@ -296,9 +314,13 @@ class TransformersBackend:
             return []
         ids = {c: self._candidate_ids(c) for c in candidates}
         with _holding(self.model), torch.inference_mode():
+            logits = None
             if self.prefix is not None:
-                logits = self.prefix.next_token_logits(self._token_ids(prompts))
-            else:
+                try:
+                    logits = self.prefix.next_token_logits(self._token_ids(prompts))
+                except Exception as exc:  # noqa: BLE001 - an architecture the reuse does not fit
+                    self._prefix_failed(exc)
+            if logits is None:
                 batch = self._encode(prompts)
                 mask = batch["attention_mask"]
                 logits = self.model(
