@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 
-from langgraph_specsearch.backends.prefix import MIN_SHARED_TOKENS, PrefixReuse
+from langgraph_specsearch.backends.prefix import KEPT_PREFIXES, MIN_SHARED_TOKENS, PrefixReuse
 from langgraph_specsearch.backends.transformers import TransformersBackend
 from langgraph_specsearch.prompts import FewShotFormat
 from langgraph_specsearch.server.tiny import build_tiny_gemma3, build_tiny_model
@@ -115,3 +115,21 @@ def test_a_model_the_reuse_does_not_fit_falls_back_to_plain_passes(
     assert texts(got) == texts(plain._generate_sync(prompts, 2, params))
     assert reuse.prefix is None
     assert "KV-prefix reuse turned off" in caplog.text and "not supported" in caplog.text
+
+
+def test_kept_prefixes_are_not_duplicated_and_bounded() -> None:
+    model, tokenizer = build_tiny_model()
+    prefix = PrefixReuse(model, tokenizer.pad_token_id)
+    head = list(range(5, 40))  # 35 tokens
+    with torch.inference_mode():
+        prefix.prepare([head + [1, 2], head + [1, 2]], 3, max_new_tokens=4)  # shares 36
+        prefix.prepare([head, head + [3, 4, 5]], 3, max_new_tokens=4)  # 34: covered
+        prefix.prepare([head + [9]], 1, max_new_tokens=4)  # 35: covered
+        assert prefix.kept == [36]
+        before = prefix.prefilled_tokens
+        prefix.prepare([head + [1, 2, 7, 7]], 1, max_new_tokens=4)  # extends the kept 36
+        assert prefix.prefilled_tokens - before == 2 + 1  # 2 new shared tokens, the last token
+        assert prefix.kept == [38]  # a single row shares all but its last token
+        for k in range(5):  # other headers: at most KEPT_PREFIXES are kept
+            prefix.prepare([[50 + k] * 20 + [1]], 1, max_new_tokens=4)
+        assert prefix.kept == [20] * KEPT_PREFIXES

@@ -85,6 +85,11 @@ class PrefixReuse:
         self.prefilled_tokens = 0
         """Prompt tokens actually run through the model here (the rest came from reuse)."""
 
+    @property
+    def kept(self) -> list[int]:
+        """Lengths of the kept prefixes, most recently used last."""
+        return [len(ids) for ids, _ in self._stored]
+
     def _new_cache(self) -> Any:
         from transformers import DynamicCache
 
@@ -117,30 +122,40 @@ class PrefixReuse:
         return shared
 
     def _prefix_cache(self, prefix: list[int]) -> Any:
-        """A batch-1 cache holding `prefix`, reusing the stored prefix where it agrees."""
+        """A batch-1 cache holding `prefix`, reusing the kept prefix that agrees the longest."""
         cache = self._new_cache()
         reused, best = 0, None
         for entry in self._stored:
             agree = common_prefix_length(entry[0], prefix)
             if agree > reused:
                 reused, best = agree, entry
-        if best is not None and reused >= MIN_SHARED_TOKENS:
-            if reused == len(best[0]):  # the new prefix extends it: keep only the new one
-                self._stored.remove(best)
+        if best is None or reused < MIN_SHARED_TOKENS:
+            reused, best = 0, None
+        else:
             for index, (keys, values) in enumerate(best[1]):
                 cache.update(keys[:, :, :reused, :], values[:, :, :reused, :], index)
-        else:
-            reused = 0
         if len(prefix) > reused:
             ids = torch.tensor([prefix[reused:]], dtype=torch.long)
             mask = torch.ones((1, len(prefix)), dtype=torch.long)
             positions = torch.arange(reused, len(prefix), dtype=torch.long)[None, :]
             self._forward(ids, mask, positions, cache)
-        layers = getattr(cache, "layers", None)
-        if layers and all(getattr(layer, "keys", None) is not None for layer in layers):
-            self._stored.append((list(prefix), [(layer.keys, layer.values) for layer in layers]))
-            del self._stored[:-KEPT_PREFIXES]
+        self._keep(prefix, cache, covered_by=best if reused == len(prefix) else None)
         return cache
+
+    def _keep(self, prefix: list[int], cache: Any, covered_by: Any) -> None:
+        """Remember `prefix`'s keys and values (most recent last; none kept twice)."""
+        if covered_by is not None:  # a kept prefix already holds it all: just mark it used
+            self._stored.remove(covered_by)
+            self._stored.append(covered_by)
+            return
+        layers = getattr(cache, "layers", None)
+        if not layers or any(getattr(layer, "keys", None) is None for layer in layers):
+            return
+        self._stored = [  # drop the kept prefixes the new one extends
+            e for e in self._stored if common_prefix_length(e[0], prefix) < len(e[0])
+        ]
+        self._stored.append((list(prefix), [(layer.keys, layer.values) for layer in layers]))
+        del self._stored[:-KEPT_PREFIXES]
 
     def prepare(self, rows: list[list[int]], copies: int, max_new_tokens: int) -> PrefillPlan:
         """Fill the cache for `rows` (token ids of each prompt), each sampled `copies` times."""
