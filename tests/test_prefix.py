@@ -7,7 +7,12 @@ from typing import Any
 import pytest
 import torch
 
-from langgraph_specsearch.backends.prefix import KEPT_PREFIXES, MIN_SHARED_TOKENS, PrefixReuse
+from langgraph_specsearch.backends.prefix import (
+    KEPT_PREFIXES,
+    MIN_SHARED_TOKENS,
+    PrefixReuse,
+    supports_prefix_reuse,
+)
 from langgraph_specsearch.backends.transformers import TransformersBackend
 from langgraph_specsearch.prompts import FewShotFormat
 from langgraph_specsearch.server.tiny import build_tiny_gemma3, build_tiny_model
@@ -133,3 +138,26 @@ def test_kept_prefixes_are_not_duplicated_and_bounded() -> None:
         for k in range(5):  # other headers: at most KEPT_PREFIXES are kept
             prefix.prepare([[50 + k] * 20 + [1]], 1, max_new_tokens=4)
         assert prefix.kept == [20] * KEPT_PREFIXES
+
+
+def test_only_full_and_sliding_attention_models_qualify() -> None:
+    model, tokenizer = build_tiny_model()
+    assert supports_prefix_reuse(model)
+    assert supports_prefix_reuse(build_tiny_gemma3(tokenizer, sliding_window=8))
+    chunked, _ = build_tiny_model()
+    chunked.config.attention_chunk_size = 8
+    hybrid = build_tiny_gemma3(tokenizer, sliding_window=8)
+    hybrid.config.layer_types = ["linear_attention", "full_attention"] * 2
+    for model in (chunked, hybrid):
+        assert not supports_prefix_reuse(model)
+        backend = TransformersBackend(model, tokenizer, name="m", prompt_format=FewShotFormat())
+        assert backend.prefix is None
+
+
+def test_an_error_of_both_paths_is_raised_and_reuse_stays_on() -> None:
+    model, tokenizer = build_tiny_model()  # its tokenizer adds no BOS: "" has no tokens at all
+    reuse, _ = backends(model, tokenizer)
+    params = GenerationParams(max_new_tokens=4, temperature=0.0, stop=[])
+    with pytest.raises(Exception):  # noqa: B017 - whatever the plain path raises
+        reuse._generate_sync(["", ""], 1, params)
+    assert reuse.prefix is not None

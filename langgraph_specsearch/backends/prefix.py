@@ -56,12 +56,35 @@ def common_prefix_length(a: list[int], b: list[int]) -> int:
 
 
 def supports_prefix_reuse(model: Any) -> bool:
-    """Whether `model` is a decoder-only LM whose forward takes position ids and a KV cache."""
+    """Whether `model` is a decoder-only attention LM whose KV cache the reuse can build.
+
+    Only full and sliding-window attention layers qualify: recurrent, convolutional, linear or
+    chunked attention state would take in the padding between the prefix and a row's tail.
+    """
+    from transformers import DynamicCache, cache_utils
+
     config = getattr(model, "config", None)
     if config is None or getattr(config, "is_encoder_decoder", False):
         return False
     params = inspect.signature(model.forward).parameters
-    return "position_ids" in params and ("cache" in params or "past_key_values" in params)
+    if "position_ids" not in params or not ("cache" in params or "past_key_values" in params):
+        return False
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if getattr(text, "attention_chunk_size", None):
+        return False
+    layer_types = getattr(text, "layer_types", None) or []
+    if any(t not in ("full_attention", "sliding_attention") for t in layer_types):
+        return False
+    plain = tuple(
+        getattr(cache_utils, name)
+        for name in ("DynamicLayer", "DynamicSlidingWindowLayer")
+        if hasattr(cache_utils, name)
+    )
+    try:
+        layers = getattr(DynamicCache(config=config), "layers", None) or []
+    except TypeError:  # older transformers: one plain layer type
+        return True
+    return all(type(layer) in plain for layer in layers)
 
 
 class PrefixReuse:

@@ -215,7 +215,7 @@ class TransformersBackend:
         ]
 
     def _prefix_failed(self, exc: Exception) -> None:
-        """Turn KV-prefix reuse off for this backend, saying why once."""
+        """Turn KV-prefix reuse off for this backend (the plain pass worked), saying why once."""
         logger.warning("%s: KV-prefix reuse turned off (%r); plain forward passes", self.name, exc)
         self.prefix = None
 
@@ -227,20 +227,34 @@ class TransformersBackend:
         params: GenerationParams,
         config: Any,
     ) -> list[list[int]]:
-        """New token ids per row (prompts x copies): prefix reuse, or plain left padding."""
-        if self.prefix is not None:
-            try:
-                plan = self.prefix.prepare(self._token_ids(prompts), copies, params.max_new_tokens)
-                out = self.model.generate(
-                    input_ids=plan.input_ids,
-                    attention_mask=plan.attention_mask,
-                    generation_config=config,
-                    tokenizer=self.tokenizer,
-                    **{plan.cache_kw: plan.cache},
-                )
-                return [row[plan.input_ids.shape[1] :].tolist() for row in out]
-            except Exception as exc:  # noqa: BLE001 - an architecture the reuse does not fit
-                self._prefix_failed(exc)
+        """New token ids per row (prompts x copies): prefix reuse, or plain left padding.
+
+        If the reuse path fails and the plain one then works, the model does not fit the reuse
+        and it is turned off; if both fail, the plain path's error is raised and reuse stays.
+        """
+        import torch
+
+        if self.prefix is None:
+            return self._plain_rows(expanded, config)
+        try:
+            plan = self.prefix.prepare(self._token_ids(prompts), copies, params.max_new_tokens)
+            out = self.model.generate(
+                input_ids=plan.input_ids,
+                attention_mask=plan.attention_mask,
+                generation_config=config,
+                tokenizer=self.tokenizer,
+                **{plan.cache_kw: plan.cache},
+            )
+            return [row[plan.input_ids.shape[1] :].tolist() for row in out]
+        except Exception as exc:  # noqa: BLE001 - decided by whether the plain path works
+            if params.seed is not None:
+                torch.manual_seed(params.seed)  # the plain pass samples as a first try would
+            rows = self._plain_rows(expanded, config)
+            self._prefix_failed(exc)
+            return rows
+
+    def _plain_rows(self, expanded: Sequence[str], config: Any) -> list[list[int]]:
+        """New token ids per row from one left-padded `generate`."""
         batch = self._encode(expanded)
         out = self.model.generate(**batch, generation_config=config, tokenizer=self.tokenizer)
         return [row[batch["input_ids"].shape[1] :].tolist() for row in out]
@@ -314,22 +328,14 @@ class TransformersBackend:
             return []
         ids = {c: self._candidate_ids(c) for c in candidates}
         with _holding(self.model), torch.inference_mode():
-            logits = None
-            if self.prefix is not None:
+            if self.prefix is None:
+                logits = self._plain_next_token_logits(prompts)
+            else:
                 try:
                     logits = self.prefix.next_token_logits(self._token_ids(prompts))
-                except Exception as exc:  # noqa: BLE001 - an architecture the reuse does not fit
+                except Exception as exc:  # noqa: BLE001 - decided by whether the plain path works
+                    logits = self._plain_next_token_logits(prompts)
                     self._prefix_failed(exc)
-            if logits is None:
-                batch = self._encode(prompts)
-                mask = batch["attention_mask"]
-                logits = self.model(
-                    input_ids=batch["input_ids"],
-                    attention_mask=mask,
-                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                    use_cache=False,
-                    logits_to_keep=1,
-                ).logits[:, -1, :]
         logp = torch.log_softmax(logits.float(), dim=-1)
         result = []
         for row in logp:
@@ -341,6 +347,18 @@ class TransformersBackend:
                     scores[c] = -math.inf
             result.append(scores)
         return result
+
+    def _plain_next_token_logits(self, prompts: Sequence[str]) -> Any:
+        """Next-token logits per prompt from one left-padded forward pass (no cache)."""
+        batch = self._encode(prompts)
+        mask = batch["attention_mask"]
+        return self.model(
+            input_ids=batch["input_ids"],
+            attention_mask=mask,
+            position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+            use_cache=False,
+            logits_to_keep=1,
+        ).logits[:, -1, :]
 
     async def anext_token_logprobs(
         self, prompts: Sequence[str], candidates: Sequence[str]
