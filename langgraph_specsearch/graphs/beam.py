@@ -8,21 +8,19 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
 from langgraph_specsearch.graphs.finalize import final_output, score_path
-from langgraph_specsearch.prm.base import Aggregation
-from langgraph_specsearch.state import (
-    ROOT_ID,
-    SearchInput,
-    SearchOutput,
-    SearchState,
-    start_search,
+from langgraph_specsearch.graphs.frontier import (
+    FrontierState,
+    compile_expander,
+    frontier_route,
+    start_frontier,
+    take_children,
 )
+from langgraph_specsearch.prm.base import Aggregation
+from langgraph_specsearch.state import SearchInput, SearchOutput
 
 
-class BeamState(SearchState):
+class BeamState(FrontierState):
     """State of a beam search (plain data only)."""
-
-    frontier: list[str]
-    completed: list[str]
 
 
 def create_beam_search(
@@ -61,30 +59,17 @@ def create_beam_search(
     """
     if beam_width < 1 or n < 1 or max_steps < 1:
         raise ValueError("beam_width, n and max_steps must be >= 1")
-    compiled = expander if isinstance(expander, CompiledStateGraph) else expander.compile()
+    compiled = compile_expander(expander)
 
     def init(state: BeamState) -> dict[str, Any]:
-        return {
-            **start_search(state["question"]),
-            "frontier": [ROOT_ID],
-            "completed": [],
-            "expand": [ROOT_ID],
-            "n": n,
-        }
+        return start_frontier(state["question"], n)
 
     def select(state: BeamState) -> dict[str, Any]:
-        new = {c["id"]: c for c in state["children"]}
+        new, completed, open_ids = take_children(state)
         table = {**state["nodes"], **new}
-        live = [c for c in state["children"] if not c["rejected"]]
-        completed = state["completed"] + [c["id"] for c in live if c["terminal"]]
-        open_ids = [c["id"] for c in live if not c["terminal"]]
         ranked = sorted(open_ids, key=lambda i: score_path(table, i, aggregate), reverse=True)
         frontier = ranked[: max(beam_width - len(completed), 0)]
         return {"nodes": new, "completed": completed, "frontier": frontier, "expand": frontier}
-
-    def route(state: BeamState) -> str:
-        depth = state["nodes"][state["frontier"][0]]["step"] if state["frontier"] else max_steps
-        return "expand" if state["frontier"] and depth < max_steps else "finalize"
 
     def finalize(state: BeamState) -> dict[str, Any]:
         candidates = state["completed"] or state["frontier"]
@@ -98,6 +83,8 @@ def create_beam_search(
     builder.add_edge(START, "init")
     builder.add_edge("init", "expand")
     builder.add_edge("expand", "select")
-    builder.add_conditional_edges("select", route, ["expand", "finalize"])
+    builder.add_conditional_edges(
+        "select", frontier_route(max_steps, "finalize"), ["expand", "finalize"]
+    )
     builder.add_edge("finalize", END)
     return builder

@@ -16,25 +16,23 @@ from langgraph.graph.state import CompiledStateGraph
 
 from langgraph_specsearch.answers import extract_answer
 from langgraph_specsearch.graphs.finalize import final_output, score_path
-from langgraph_specsearch.prm.base import Aggregation
-from langgraph_specsearch.state import (
-    ROOT_ID,
-    SearchInput,
-    SearchOutput,
-    SearchState,
-    path_to,
-    start_search,
+from langgraph_specsearch.graphs.frontier import (
+    FrontierState,
+    compile_expander,
+    frontier_route,
+    start_frontier,
+    take_children,
 )
+from langgraph_specsearch.prm.base import Aggregation
+from langgraph_specsearch.state import SearchInput, SearchOutput, path_to
 
 Vote = Literal["weighted", "majority", "best"]
 Nodes = Mapping[str, Mapping[str, Any]]
 
 
-class BestOfNState(SearchState):
+class BestOfNState(FrontierState):
     """State of a best-of-N search (plain data only)."""
 
-    frontier: list[str]
-    completed: list[str]
     votes: dict[str, dict[str, Any]]
 
 
@@ -139,22 +137,13 @@ def create_best_of_n(
         raise ValueError("n and max_steps must be >= 1")
     if vote not in ("weighted", "majority", "best"):
         raise ValueError(f"unknown vote {vote!r} (expected 'weighted', 'majority' or 'best')")
-    compiled = expander if isinstance(expander, CompiledStateGraph) else expander.compile()
+    compiled = compile_expander(expander)
 
     def init(state: BestOfNState) -> dict[str, Any]:
-        return {
-            **start_search(state["question"]),
-            "frontier": [ROOT_ID],
-            "completed": [],
-            "expand": [ROOT_ID],
-            "n": n,
-        }
+        return start_frontier(state["question"], n)
 
     def collect(state: BestOfNState) -> dict[str, Any]:
-        new = {c["id"]: c for c in state["children"]}
-        live = [c for c in state["children"] if not c["rejected"]]
-        completed = state["completed"] + [c["id"] for c in live if c["terminal"]]
-        frontier = [c["id"] for c in live if not c["terminal"]]
+        new, completed, frontier = take_children(state)
         return {
             "nodes": new,
             "completed": completed,
@@ -162,10 +151,6 @@ def create_best_of_n(
             "expand": frontier,
             "n": 1,
         }
-
-    def route(state: BestOfNState) -> str:
-        depth = state["nodes"][state["frontier"][0]]["step"] if state["frontier"] else max_steps
-        return "expand" if state["frontier"] and depth < max_steps else "vote"
 
     def finalize(state: BestOfNState) -> dict[str, Any]:
         nodes = state["nodes"]
@@ -185,6 +170,6 @@ def create_best_of_n(
     builder.add_edge(START, "init")
     builder.add_edge("init", "expand")
     builder.add_edge("expand", "collect")
-    builder.add_conditional_edges("collect", route, ["expand", "vote"])
+    builder.add_conditional_edges("collect", frontier_route(max_steps, "vote"), ["expand", "vote"])
     builder.add_edge("vote", END)
     return builder

@@ -40,6 +40,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph_specsearch.answers import is_terminal
 from langgraph_specsearch.backends.base import Backend
 from langgraph_specsearch.graphs.finalize import final_output, score_path
+from langgraph_specsearch.graphs.frontier import compile_expander
 from langgraph_specsearch.nodes.common import Clock, as_node
 from langgraph_specsearch.prm.base import PRM, Aggregation
 from langgraph_specsearch.state import (
@@ -292,7 +293,7 @@ def create_mcts(
         raise ValueError(f"unknown value {value!r} (expected 'prm' or 'rollout')")
     if value == "rollout" and rollout is None:
         raise ValueError("value='rollout' needs a rollout callable (see make_rollout)")
-    compiled = expander if isinstance(expander, CompiledStateGraph) else expander.compile()
+    compiled = compile_expander(expander)
 
     def init(state: MCTSState) -> dict[str, Any]:
         return {

@@ -1,0 +1,54 @@
+"""What the templates share: the compiled expander; the frontier rounds of beam and best-of-N."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from langgraph.graph import StateGraph
+from langgraph.graph.state import CompiledStateGraph
+
+from langgraph_specsearch.state import ROOT_ID, SearchState, start_search
+
+
+class FrontierState(SearchState):
+    """A search that grows a frontier of open paths round by round (plain data only)."""
+
+    frontier: list[str]
+    completed: list[str]
+
+
+def compile_expander(expander: StateGraph | CompiledStateGraph) -> CompiledStateGraph:
+    """The expander as a compiled subgraph (compiled here if it is not yet)."""
+    return expander if isinstance(expander, CompiledStateGraph) else expander.compile()
+
+
+def start_frontier(question: str, n: int) -> dict[str, Any]:
+    """The first update of a frontier search: expand the root into `n` children."""
+    return {
+        **start_search(question),
+        "frontier": [ROOT_ID],
+        "completed": [],
+        "expand": [ROOT_ID],
+        "n": n,
+    }
+
+
+def take_children(state: FrontierState) -> tuple[dict[str, Any], list[str], list[str]]:
+    """The expander's children by id, the completed paths with the new ones, the open ones."""
+    new = {c["id"]: c for c in state["children"]}
+    live = [c for c in state["children"] if not c["rejected"]]
+    completed = state["completed"] + [c["id"] for c in live if c["terminal"]]
+    return new, completed, [c["id"] for c in live if not c["terminal"]]
+
+
+def frontier_route(max_steps: int, done: str) -> Callable[[FrontierState], str]:
+    """Route to "expand" while the frontier is open and shallower than `max_steps`."""
+
+    def route(state: FrontierState) -> str:
+        frontier = state["frontier"]
+        if frontier and state["nodes"][frontier[0]]["step"] < max_steps:
+            return "expand"
+        return done
+
+    return route
