@@ -45,6 +45,33 @@ class PrefillPlan:
     cache_kw: str
 
 
+@dataclass(frozen=True)
+class CachedForward:
+    """A forward pass that appends to a KV cache and returns the last position's logits."""
+
+    model: Any
+    cache_kw: str
+    """`cache` (transformers 5) or `past_key_values` (older)."""
+    logits_to_keep: bool
+
+    @classmethod
+    def of(cls, model: Any) -> CachedForward:
+        """Read from `model.forward`'s signature how to pass the cache."""
+        params = inspect.signature(model.forward).parameters
+        cache_kw = "cache" if "cache" in params else "past_key_values"
+        return cls(model, cache_kw, "logits_to_keep" in params)
+
+    def __call__(
+        self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any
+    ) -> torch.Tensor:
+        """The last position's logits (`[batch, vocab]`, float32), appending to `cache`."""
+        kwargs: dict[str, Any] = {self.cache_kw: cache, "use_cache": True}
+        if self.logits_to_keep:
+            kwargs["logits_to_keep"] = 1
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, **kwargs)
+        return out.logits[:, -1, :].float()
+
+
 def common_prefix_length(a: list[int], b: list[int]) -> int:
     """Number of leading tokens `a` and `b` share."""
     n = 0
@@ -93,9 +120,7 @@ class PrefixReuse:
     def __init__(self, model: Any, pad_id: int) -> None:
         self.model = model
         self.pad_id = pad_id
-        params = inspect.signature(model.forward).parameters
-        self.cache_kw = "cache" if "cache" in params else "past_key_values"
-        self._logits_to_keep = "logits_to_keep" in params
+        self.forward = CachedForward.of(model)
         text_config = model.config
         if hasattr(text_config, "get_text_config"):
             text_config = text_config.get_text_config()
@@ -125,10 +150,7 @@ class PrefixReuse:
         self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any
     ) -> None:
         """Run `ids` through the model, appending their keys and values to `cache`."""
-        kwargs: dict[str, Any] = {self.cache_kw: cache, "use_cache": True}
-        if self._logits_to_keep:
-            kwargs["logits_to_keep"] = 1
-        self.model(input_ids=ids, attention_mask=mask, position_ids=positions, **kwargs)
+        self.forward(ids, mask, positions, cache)
         self.prefilled_tokens += int(mask[:, -ids.shape[1] :].sum())
 
     def _shared_length(self, rows: list[list[int]], max_new_tokens: int) -> int:
@@ -207,19 +229,12 @@ class PrefixReuse:
             cache.batch_repeat_interleave(copies)
             ids = ids.repeat_interleave(copies, dim=0)
             mask = mask.repeat_interleave(copies, dim=0)
-        return PrefillPlan(input_ids=ids, attention_mask=mask, cache=cache, cache_kw=self.cache_kw)
+        return PrefillPlan(
+            input_ids=ids, attention_mask=mask, cache=cache, cache_kw=self.forward.cache_kw
+        )
 
     def next_token_logits(self, rows: list[list[int]]) -> torch.Tensor:
         """Logits of the token after each row (`[rows, vocab]`), prefilling as `prepare` does."""
         plan = self.prepare(rows, 1, 1)
         positions = plan.attention_mask.sum(-1, keepdim=True) - 1
-        kwargs: dict[str, Any] = {self.cache_kw: plan.cache, "use_cache": True}
-        if self._logits_to_keep:
-            kwargs["logits_to_keep"] = 1
-        out = self.model(
-            input_ids=plan.input_ids[:, -1:],
-            attention_mask=plan.attention_mask,
-            position_ids=positions,
-            **kwargs,
-        )
-        return out.logits[:, -1, :]
+        return self.forward(plan.input_ids[:, -1:], plan.attention_mask, positions, plan.cache)

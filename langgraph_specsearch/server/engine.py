@@ -56,6 +56,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 
+from langgraph_specsearch.backends.prefix import CachedForward
 from langgraph_specsearch.backends.transformers import token_id_set
 from langgraph_specsearch.server.kvbatch import RunningBatch, supports_cache
 from langgraph_specsearch.server.schema import Prepared
@@ -153,9 +154,7 @@ class Engine:
         )
         self.batches_run = 0
         """Groups admitted (one prefill each on the continuous path, one `generate` otherwise)."""
-        params = inspect.signature(model.forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"
-        self._logits_to_keep = "logits_to_keep" in params
+        self._forward = CachedForward.of(model)
         self._batch: RunningBatch | None = None
         self.continuous = self._probe_continuous()
 
@@ -300,23 +299,13 @@ class Engine:
 
     # -- continuous batching (worker thread) ---------------------------------------------
 
-    def _forward(
-        self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any
-    ) -> torch.Tensor:
-        """The last position's logits (`[batch, vocab]`, float32), appending to `cache`."""
-        kwargs: dict[str, Any] = {self._cache_kw: cache, "use_cache": True}
-        if self._logits_to_keep:
-            kwargs["logits_to_keep"] = 1
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, **kwargs)
-        return out.logits[:, -1, :].float()
-
     def _probe_continuous(self) -> bool:
         """Whether the model's KV cache is one `RunningBatch` can edit (else: static batches)."""
         config = getattr(self.model, "config", None)
         if config is None or getattr(config, "is_encoder_decoder", False):
             return False
         params = inspect.signature(self.model.forward).parameters
-        if "position_ids" not in params or self._cache_kw not in params:
+        if "position_ids" not in params or self._forward.cache_kw not in params:
             return False
         try:
             cache = DynamicCache()
