@@ -46,6 +46,7 @@ class SearchConfig(BaseModel):
     small_url: str | None = None
     large_url: str | None = None
     prm_url: str | None = None
+    protocol: Literal["auto", "tgi", "openai"] = "auto"
     prompt_format: Literal["fewshot", "chatml"] = "fewshot"
     prm: PRMKind = "combined"
     n_drafts: int = Field(4, ge=1)
@@ -113,18 +114,19 @@ def load_components(config: SearchConfig) -> Components:
     needs_sd = config.method == "sps" or (config.method == "specsearch" and config.large_sd)
     small: Backend | None = None
     if config.small_url or config.large_url:
-        from langgraph_specsearch.backends.tgi import TGIBackend
+        from langgraph_specsearch.backends.endpoint import endpoint_backend
 
         if needs_small and not config.small_url:
             raise ValueError("--small-url is needed with --large-url for this method/PRM")
         if not config.large_url:
             raise ValueError("--large-url is needed with --small-url")
+        fmt, protocol = config.prompt_format, config.protocol
         small = (
-            TGIBackend(config.small_url, prompt_format=config.prompt_format)
+            endpoint_backend(config.small_url, protocol=protocol, prompt_format=fmt)
             if config.small_url
             else None
         )
-        large: Backend = TGIBackend(config.large_url, prompt_format=config.prompt_format)
+        large: Backend = endpoint_backend(config.large_url, protocol=protocol, prompt_format=fmt)
     else:
         from langgraph_specsearch.models import check_model_name
 
@@ -150,9 +152,11 @@ def build_prm(config: SearchConfig, judge_backend: Backend | None) -> PRM:
     if config.prm == "arithmetic":
         return ArithmeticPRM()
     if config.prm_url:
-        from langgraph_specsearch.backends.tgi import TGIBackend
+        from langgraph_specsearch.backends.endpoint import endpoint_backend
 
-        judge_backend = TGIBackend(config.prm_url, prompt_format=config.prompt_format)
+        judge_backend = endpoint_backend(
+            config.prm_url, protocol=config.protocol, prompt_format=config.prompt_format
+        )
     if judge_backend is None:
         raise ValueError("the judge PRM needs a small model or --prm-url")
     from langgraph_specsearch.prm.judge import JudgePRM

@@ -97,9 +97,18 @@ def solve(
     large: Annotated[
         str, typer.Option(help="Large model: embedded name, directory or hub id.")
     ] = "gemma3-270m",
-    small_url: Annotated[str | None, typer.Option(help="TGI endpoint of the small model.")] = None,
-    large_url: Annotated[str | None, typer.Option(help="TGI endpoint of the large model.")] = None,
-    prm_url: Annotated[str | None, typer.Option(help="TGI endpoint for the judge PRM.")] = None,
+    small_url: Annotated[
+        str | None, typer.Option(help="TGI or OpenAI-compatible endpoint of the small model.")
+    ] = None,
+    large_url: Annotated[
+        str | None, typer.Option(help="TGI or OpenAI-compatible endpoint of the large model.")
+    ] = None,
+    prm_url: Annotated[
+        str | None, typer.Option(help="TGI or OpenAI-compatible endpoint for the judge PRM.")
+    ] = None,
+    protocol: Annotated[
+        str, typer.Option(help="API of the endpoints: auto (ask the server) | tgi | openai")
+    ] = "auto",
     prompt_format: Annotated[
         str, typer.Option(help="Prompt format for endpoints: fewshot | chatml")
     ] = "fewshot",
@@ -154,6 +163,7 @@ def solve(
             small_url=small_url,
             large_url=large_url,
             prm_url=prm_url,
+            protocol=protocol,  # type: ignore[arg-type]
             prompt_format=prompt_format,  # type: ignore[arg-type]
             prm=prm,  # type: ignore[arg-type]
             n_drafts=n_drafts,
