@@ -11,6 +11,8 @@ import time
 from collections.abc import Mapping
 from typing import Annotated, Any, TypedDict
 
+from typing_extensions import NotRequired
+
 from langgraph_specsearch.threshold import ThresholdState, initial_state
 
 ROOT_ID = "0"
@@ -34,12 +36,18 @@ def add_usage(left: Usage | None, right: Usage | None) -> Usage:
 
 
 class ExpanderInput(TypedDict):
-    """What a search template hands an expander."""
+    """What a search template hands an expander.
+
+    `n` children are asked of every node in `expand`; `need` (default `n`) is how many of
+    them the template can actually use, e.g. a beam of width B keeps at most B children of a
+    node, so SpecSearch's large model only has to make up a shortfall below `need`.
+    """
 
     question: str
     nodes: NodeTable
     expand: list[str]
     n: int
+    need: NotRequired[int]
     threshold: ThresholdState
 
 
@@ -53,10 +61,39 @@ class ExpanderOutput(TypedDict):
 
 
 class ExpanderState(ExpanderInput, ExpanderOutput):
-    """Private state of an expander subgraph."""
+    """Private state of an expander subgraph: the node pipelines' results before merging."""
+
+    decision: str
+    done: Annotated[list[dict[str, Any]], operator.add]
+    reports: Annotated[list[dict[str, Any]], operator.add]
+
+
+class PipelineInput(TypedDict):
+    """What one node pipeline (draft -> evaluate -> reject -> regenerate) starts from."""
+
+    question: str
+    nodes: NodeTable
+    expand: list[str]
+    n: int
+    need: int
+    threshold: ThresholdState
+    decision: str
+
+
+class PipelineOutput(TypedDict):
+    """What a node pipeline hands back: its scored candidates and a report for the controller."""
+
+    done: Annotated[list[dict[str, Any]], operator.add]
+    reports: Annotated[list[dict[str, Any]], operator.add]
+    usage: Annotated[Usage, add_usage]
+
+
+class PipelineState(PipelineInput, PipelineOutput):
+    """Private state of a node pipeline."""
 
     candidates: list[dict[str, Any]]
     regen: list[str]
+    report: dict[str, Any]
 
 
 class SearchInput(TypedDict):
@@ -83,6 +120,7 @@ class SearchState(TypedDict):
     n: int
     children: list[dict[str, Any]]
     threshold: ThresholdState
+    need: int
     usage: Annotated[Usage, add_usage]
     trace: Annotated[list[dict[str, Any]], operator.add]
     started_at: float
@@ -136,6 +174,17 @@ def root_node() -> dict[str, Any]:
         "visits": 0,
         "value": 0.0,
     }
+
+
+def ancestry(nodes: Mapping[str, Mapping[str, Any]], ids: list[str]) -> NodeTable:
+    """The part of the table a pipeline needs: the given nodes and their ancestors."""
+    out: NodeTable = {}
+    for node_id in ids:
+        current: str | None = node_id
+        while current is not None and current not in out:
+            out[current] = dict(nodes[current])
+            current = nodes[current]["parent_id"]
+    return out
 
 
 def children_of(nodes: Mapping[str, Mapping[str, Any]], node_id: str) -> list[str]:

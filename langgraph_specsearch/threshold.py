@@ -11,9 +11,10 @@ import math
 import random
 import statistics
 from collections.abc import Sequence
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, Field
+from typing_extensions import NotRequired
 
 Estimator = Literal["mean", "median", "quantile", "lcb"]
 Mode = Literal["adaptive", "fixed", "random", "accept_all"]
@@ -44,16 +45,26 @@ class ThresholdConfig(BaseModel):
 
 
 class ThresholdState(TypedDict):
-    """Serializable threshold state kept in the graph state."""
+    """Serializable threshold state kept in the graph state.
+
+    `beta` is the estimate, `updates` how many large-model steps it has seen, `expansions`
+    how many expansions this search has made; `since_large` counts speculative expansions
+    since the last large-model thought, and `controller` holds the scheduling controller's
+    measurements (`speculation.py`). `beta`, `updates` and `controller` may come from a
+    `ThresholdStore` (carried over from earlier problems); `prior` says so.
+    """
 
     beta: float | None
     updates: int
     expansions: int
+    since_large: NotRequired[int]
+    controller: NotRequired[dict[str, Any]]
+    prior: NotRequired[bool]
 
 
 def initial_state() -> ThresholdState:
     """No estimate yet: the first expansions go to the large model."""
-    return {"beta": None, "updates": 0, "expansions": 0}
+    return {"beta": None, "updates": 0, "expansions": 0, "since_large": 0, "controller": {}}
 
 
 def estimate(scores: Sequence[float], config: ThresholdConfig) -> float:
@@ -82,14 +93,17 @@ def update(
     observed = estimate(large_scores, config)
     beta = state["beta"]
     new_beta = observed if beta is None else config.theta * beta + (1 - config.theta) * observed
-    return {"beta": new_beta, "updates": state["updates"] + 1, "expansions": state["expansions"]}
+    return {**state, "beta": new_beta, "updates": state["updates"] + 1}
 
 
 def in_warmup(state: ThresholdState, config: ThresholdConfig) -> bool:
     """Whether the next expansion is made by the large model alone."""
     if config.mode != "adaptive":
         return False
-    return state["beta"] is None or state["expansions"] < config.warmup_steps
+    if state["beta"] is None:
+        return True
+    # a beta carried over from earlier problems (a prior) needs no warm-up in this one
+    return not state.get("prior", False) and state["expansions"] < config.warmup_steps
 
 
 def current_threshold(state: ThresholdState, config: ThresholdConfig) -> float | None:
@@ -111,3 +125,75 @@ def accept(
         return rng.random() >= config.reject_rate
     threshold = current_threshold(state, config)
     return threshold is not None and score >= threshold
+
+
+class ThresholdStore:
+    """Carries beta and the controller's measurements from one problem to the next.
+
+    A search whose threshold state has no estimate starts from the store's (and skips the
+    large-only warm-up); every update is written back. With `path`, the store is a small JSON
+    file (one entry per `key`, e.g. one per model pair), so `specsearch calibrate` can fill it
+    once and later runs start calibrated; without it, it lives in memory (one process).
+    Entries are plain data: `{"beta", "updates", "controller"}`.
+    """
+
+    def __init__(self, path: str | None = None, *, key: str = "default") -> None:
+        self.path = path
+        self.key = key
+        self._memory: dict[str, dict[str, Any]] = {}
+
+    def _read_all(self) -> dict[str, dict[str, Any]]:
+        if self.path is None:
+            return self._memory
+        import json
+        import os
+
+        if not os.path.exists(self.path):
+            return {}
+        with open(self.path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        if not isinstance(data, dict):
+            raise ValueError(f"threshold store {self.path} is not a JSON object")
+        return data
+
+    def load(self) -> dict[str, Any] | None:
+        """The stored entry for this key, or None."""
+        entry = self._read_all().get(self.key)
+        return dict(entry) if isinstance(entry, dict) else None
+
+    def save(self, state: ThresholdState) -> None:
+        """Store beta, its update count and the controller's measurements."""
+        if state["beta"] is None:
+            return
+        entry = {
+            "beta": state["beta"],
+            "updates": state["updates"],
+            "controller": dict(state.get("controller", {})),
+        }
+        data = dict(self._read_all())
+        data[self.key] = entry
+        if self.path is None:
+            self._memory = data
+            return
+        import json
+        import os
+
+        tmp = f"{self.path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh)
+        os.replace(tmp, self.path)
+
+    def seed(self, state: ThresholdState) -> ThresholdState:
+        """`state` with the stored estimate when it has none of its own (else unchanged)."""
+        if state["beta"] is not None:
+            return state
+        entry = self.load()
+        if not entry or entry.get("beta") is None:
+            return state
+        return {
+            **state,
+            "beta": float(entry["beta"]),
+            "updates": int(entry.get("updates", 0)),
+            "controller": dict(entry.get("controller") or {}),
+            "prior": True,
+        }

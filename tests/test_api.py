@@ -25,7 +25,17 @@ def components(fail_large_on_call: int | None = None) -> Components:
     return Components(small=small, large=ScriptedBackend("large", large), prm=ScriptedPRM(by_text))
 
 
-CONFIG = SearchConfig(n_drafts=2, beam_width=1, max_steps=6)
+# The paper's schedule (lock-step, every rejected draft regenerated, beta per problem): the
+# scripted large model's answer comes at its fourth call.
+CONFIG = SearchConfig(
+    n_drafts=2,
+    beam_width=1,
+    max_steps=6,
+    pipeline="lockstep",
+    regenerate="all",
+    controller="off",
+    carry_threshold=False,
+)
 
 
 def test_solve_returns_a_full_result() -> None:

@@ -7,6 +7,7 @@ from scripted import ScriptedBackend, ScriptedPRM, by_text, landscape_backend, r
 
 from langgraph_specsearch.graphs.best_of_n import create_best_of_n, normalize_answer, tally, winner
 from langgraph_specsearch.graphs.expanders import create_ar_expander, create_speculative_expander
+from langgraph_specsearch.speculation import SpeculationConfig
 
 # Two low-scoring paths say 5 (once written "5.0"), one high-scoring path says 9.
 SPLIT = {
@@ -82,7 +83,9 @@ def test_specsearch_expander_inside_best_of_n() -> None:
 
     large = ScriptedBackend("large", lambda prompt, call, i: f"large{call}{i} 0.5")
     prm = ScriptedPRM(by_text)
-    expander = create_speculative_expander(ScriptedBackend("small", small), large, prm)
+    expander = create_speculative_expander(
+        ScriptedBackend("small", small), large, prm, speculation=SpeculationConfig.paper()
+    )
     out, state = run_full(create_best_of_n(expander, n=2, max_steps=3))
     trace = out["threshold_trace"]
     assert trace[0]["beta"] is None and trace[0]["large_scores"] == [0.5, 0.5]  # warm-up

@@ -13,7 +13,10 @@ from langgraph_specsearch.graphs.expanders import (
     create_speculative_expander,
     create_sps_expander,
 )
+from langgraph_specsearch.speculation import SpeculationConfig
 from langgraph_specsearch.threshold import ThresholdConfig
+
+PAPER = SpeculationConfig.paper()
 
 
 def small_script(scores_per_call: list[list[float]]):
@@ -39,7 +42,7 @@ def run(graph, question: str = "What is 1+1?") -> dict:
 def test_warmup_then_exact_drafts_kept_and_regenerated() -> None:
     small = ScriptedBackend("small", small_script([[0.9, 0.3, 0.6, 0.1]] * 5))
     large = ScriptedBackend("large", large_script(0.5))
-    expander = create_speculative_expander(small, large, ScriptedPRM(by_text))
+    expander = create_speculative_expander(small, large, ScriptedPRM(by_text), speculation=PAPER)
     out = run(create_beam_search(expander, beam_width=1, n=4, max_steps=2))
 
     # Step 1 (warm-up): the large model writes all 4 thoughts, the small one drafts nothing.
@@ -67,7 +70,7 @@ def test_rejected_drafts_stay_in_the_tree_but_not_in_the_beam() -> None:
     large = ScriptedBackend("large", large_script(0.4))
     _, final = run_full(
         create_beam_search(
-            create_speculative_expander(small, large, ScriptedPRM(by_text)),
+            create_speculative_expander(small, large, ScriptedPRM(by_text), speculation=PAPER),
             beam_width=2,
             n=2,
             max_steps=2,
@@ -91,7 +94,7 @@ def test_threshold_ema_across_steps() -> None:
     out = run(
         create_beam_search(
             create_speculative_expander(
-                small, ScriptedBackend("large", large), ScriptedPRM(by_text)
+                small, ScriptedBackend("large", large), ScriptedPRM(by_text), speculation=PAPER
             ),
             beam_width=1,
             n=2,
@@ -110,7 +113,9 @@ def test_fixed_threshold_ablation_skips_warmup_and_never_updates() -> None:
     cfg = ThresholdConfig(mode="fixed", fixed_value=0.7)
     out = run(
         create_beam_search(
-            create_speculative_expander(small, large, ScriptedPRM(by_text), threshold=cfg),
+            create_speculative_expander(
+                small, large, ScriptedPRM(by_text), threshold=cfg, speculation=PAPER
+            ),
             beam_width=1,
             n=2,
             max_steps=2,
@@ -188,7 +193,7 @@ def test_regenerate_makes_exactly_one_thought_per_rejected_draft() -> None:
 
     large_backend = ScriptedBackend("large", large)
     expander = create_speculative_expander(
-        ScriptedBackend("small", small), large_backend, ScriptedPRM(by_text)
+        ScriptedBackend("small", small), large_backend, ScriptedPRM(by_text), speculation=PAPER
     )
     out = run(create_beam_search(expander, beam_width=2, n=2, max_steps=2))
     # Parent s0 lost one draft, parent s1 two: the large model writes 3 thoughts, not 4.

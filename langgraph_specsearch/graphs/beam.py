@@ -41,6 +41,10 @@ def create_beam_search(
     or `max_steps` rounds have run; the answer is read off the best completed path (the best
     open path when none completed).
 
+    A node can put at most `beam_width` children into the next beam, so the expander is told
+    `need = min(n, beam_width)`: SpecSearch's large model only makes up a shortfall below it
+    (with `regenerate="missing"`), while AR still writes `n` thoughts per node.
+
     Swap the expander to change the method and nothing else: `create_ar_expander` (AR),
     `create_sps_expander` (SpS), `create_speculative_expander` (SpecSearch).
 
@@ -62,7 +66,8 @@ def create_beam_search(
     compiled = compile_expander(expander)
 
     def init(state: BeamState) -> dict[str, Any]:
-        return start_frontier(state["question"], n)
+        # a node contributes at most `beam_width` children to the next beam
+        return start_frontier(state["question"], n, need=beam_width)
 
     def select(state: BeamState) -> dict[str, Any]:
         new, completed, open_ids = take_children(state)

@@ -150,6 +150,7 @@ def create_best_of_n(
             "frontier": frontier,
             "expand": frontier,
             "n": 1,
+            "need": 1,
         }
 
     def finalize(state: BestOfNState) -> dict[str, Any]:

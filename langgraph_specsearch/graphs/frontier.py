@@ -23,14 +23,18 @@ def compile_expander(expander: StateGraph | CompiledStateGraph) -> CompiledState
     return expander if isinstance(expander, CompiledStateGraph) else expander.compile()
 
 
-def start_frontier(question: str, n: int) -> dict[str, Any]:
-    """The first update of a frontier search: expand the root into `n` children."""
+def start_frontier(question: str, n: int, need: int | None = None) -> dict[str, Any]:
+    """The first update of a frontier search: expand the root into `n` children.
+
+    `need` is how many children of a node the template can use (default `n`).
+    """
     return {
         **start_search(question),
         "frontier": [ROOT_ID],
         "completed": [],
         "expand": [ROOT_ID],
         "n": n,
+        "need": n if need is None else min(need, n),
     }
 
 

@@ -307,6 +307,7 @@ def create_mcts(
             "leaf": leaf,
             "expand": [leaf],
             "n": children_per_expansion,
+            "need": children_per_expansion,
             "values": {},
             "children": [],
         }

@@ -33,9 +33,12 @@ def usage_entry(generations: list[Generation], seconds: float) -> dict[str, floa
     }
 
 
-def candidate(parent: dict[str, Any], generation: Generation, source: str) -> dict[str, Any]:
-    """A not-yet-scored child of `parent` made from one generation."""
+def candidate(
+    parent: dict[str, Any], generation: Generation, source: str, index: int = 0
+) -> dict[str, Any]:
+    """A not-yet-scored child of `parent` made from one generation (`index`: its order)."""
     return {
+        "index": index,
         "parent_id": parent["id"],
         "step": parent["step"] + 1,
         "text": generation.text,
@@ -48,13 +51,21 @@ def candidate(parent: dict[str, Any], generation: Generation, source: str) -> di
     }
 
 
+def now() -> float:
+    """The running event loop's clock (a simulator's virtual clock too), else a monotonic one."""
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return time.perf_counter()
+
+
 class Clock:
-    """Measures one model call."""
+    """Measures one model call (on the event loop's clock)."""
 
     def __enter__(self) -> Clock:
-        self.start = time.perf_counter()
+        self.start = now()
         self.seconds = 0.0
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.seconds = time.perf_counter() - self.start
+        self.seconds = now() - self.start

@@ -1,14 +1,23 @@
-"""Draft node: the small model writes N candidate thoughts per frontier node, in one call."""
+"""Draft node: the small model writes candidate thoughts for its frontier node(s), in one call.
+
+When the expansion is not speculative (warm-up before beta exists, or the controller's
+large-only decision), it drafts nothing and asks the large model for all `n` thoughts. With
+concurrent speculation it also starts the large model's make-up requests before drafting.
+"""
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 from langgraph_specsearch.backends.base import Backend
-from langgraph_specsearch.nodes.common import AsyncNode, Clock, candidate, usage_entry
+from langgraph_specsearch.nodes.common import AsyncNode, Clock, candidate, now, usage_entry
+from langgraph_specsearch.nodes.prefetch import Prefetcher
+from langgraph_specsearch.speculation import SpeculationConfig
 from langgraph_specsearch.state import steps_to
-from langgraph_specsearch.threshold import ThresholdConfig, in_warmup
-from langgraph_specsearch.types import GenerationParams
+from langgraph_specsearch.types import Generation, GenerationParams
+
+LARGE_ONLY = ("warmup", "large")
 
 
 def step_seed(params: GenerationParams, state: dict[str, Any], salt: int) -> GenerationParams:
@@ -19,35 +28,98 @@ def step_seed(params: GenerationParams, state: dict[str, Any], salt: int) -> Gen
     return params.model_copy(update={"seed": params.seed + 7919 * expansions + salt})
 
 
-def make_draft_node(
-    small: Backend, *, params: GenerationParams, threshold: ThresholdConfig
-) -> AsyncNode:
-    """Build the draft node.
+def distinct(params: GenerationParams, count: int) -> int:
+    """How many samples are worth making: greedy decoding gives one thought however many asked."""
+    return min(count, 1) if params.temperature == 0 else count
 
-    During warm-up (no threshold estimate yet) it drafts nothing and asks the large model for
-    all N thoughts instead, so the first estimate comes from real large-model scores.
-    """
+
+def drafts_per_node(speculation: SpeculationConfig, n: int, params: GenerationParams) -> int:
+    """Drafts the small model writes per node."""
+    return distinct(params, speculation.drafts or n)
+
+
+def makeup_limit(speculation: SpeculationConfig, drafts: int, need: int) -> int:
+    """The most large-model requests a node can need after its drafts are judged."""
+    return drafts if speculation.regenerate == "all" else need
+
+
+def request_key(state: dict[str, Any], parent: str, index: int) -> tuple[str, int, str, int]:
+    """Identity of one large-model make-up request."""
+    return (state["question"], state["threshold"]["expansions"], parent, index)
+
+
+def request_params(
+    params: GenerationParams, state: dict[str, Any], parent: str, index: int
+) -> GenerationParams:
+    """Seed of make-up request `index` of `parent`: fixed by the request, not by timing."""
+    if params.seed is None:
+        return params
+    salt = zlib.crc32(parent.encode()) % 100_003
+    seed = params.seed + 7919 * state["threshold"]["expansions"] + 31 * salt + 7 * index + 3
+    return params.model_copy(update={"seed": seed})
+
+
+async def large_request(
+    large: Backend, params: GenerationParams, state: dict[str, Any], parent: str, index: int
+) -> tuple[Generation, float]:
+    """One large-model thought for `parent` (make-up request `index`) and its seconds."""
+    prompt = large.prompt_format.render(state["question"], steps_to(state["nodes"], parent))
+    call = request_params(params, state, parent, index)
+    call = call.model_copy(update={"stop": large.prompt_format.stop_sequences()})
+    with Clock() as clock:
+        outputs = await large.agenerate([prompt], n=1, params=call)
+    return outputs[0][0], clock.seconds
+
+
+def make_draft_node(
+    small: Backend,
+    *,
+    params: GenerationParams,
+    speculation: SpeculationConfig | None = None,
+    large: Backend | None = None,
+    large_params: GenerationParams | None = None,
+    prefetch: Prefetcher | None = None,
+) -> AsyncNode:
+    """Build the draft node (with `prefetch`, large requests start here: concurrent speculation)."""
+    speculation = speculation or SpeculationConfig.paper()
 
     async def draft(state: dict[str, Any]) -> dict[str, Any]:
+        start = now()
         nodes, parents, n = state["nodes"], state["expand"], state["n"]
-        if in_warmup(state["threshold"], threshold):
-            return {"candidates": [], "regen": [p for p in parents for _ in range(n)]}
+        decision = state.get("decision", "speculate")
+        report: dict[str, Any] = {"decision": decision, "nodes": len(parents)}
+        if decision in LARGE_ONLY:
+            report["active_s"] = now() - start
+            return {
+                "candidates": [],
+                "regen": [p for p in parents for _ in range(n)],
+                "report": report,
+            }
+        m = drafts_per_node(speculation, n, params)
+        if prefetch is not None and large is not None:
+            lp = large_params or params
+            limit = distinct(lp, makeup_limit(speculation, m, state.get("need", n)))
+            for p in parents:
+                for i in range(limit):
+                    prefetch.start(request_key(state, p, i), large_request(large, lp, state, p, i))
         prompts = [
             small.prompt_format.render(state["question"], steps_to(nodes, p)) for p in parents
         ]
         call_params = step_seed(params, state, salt=1)
         call_params = call_params.model_copy(update={"stop": small.prompt_format.stop_sequences()})
         with Clock() as clock:
-            outputs = await small.agenerate(prompts, n=n, params=call_params)
+            outputs = await small.agenerate(prompts, n=m, params=call_params)
         candidates = [
-            candidate(nodes[p], g, "small")
+            candidate(nodes[p], g, "small", i)
             for p, gens in zip(parents, outputs, strict=True)
-            for g in gens
+            for i, g in enumerate(gens)
         ]
         flat = [g for gens in outputs for g in gens]
+        report.update(small_s=clock.seconds, small_n=len(flat), active_s=now() - start)
         return {
             "candidates": candidates,
             "regen": [],
+            "report": report,
             "usage": {"small": usage_entry(flat, clock.seconds), "counts": {"drafts": len(flat)}},
         }
 

@@ -1,37 +1,105 @@
-"""Reject node: keep a draft iff its PRM score reaches the threshold beta(k)."""
+"""Reject node: keep a draft iff its PRM score reaches beta(k); decide what the large model makes."""
 
 from __future__ import annotations
 
 import random
 from typing import Any
 
-from langgraph_specsearch.nodes.common import AsyncNode
+from langgraph_specsearch.nodes.common import AsyncNode, now
+from langgraph_specsearch.nodes.draft import distinct, makeup_limit, request_key
+from langgraph_specsearch.nodes.prefetch import Prefetcher
+from langgraph_specsearch.speculation import SpeculationConfig
 from langgraph_specsearch.threshold import ThresholdConfig, accept
+from langgraph_specsearch.types import GenerationParams
 
 
-def make_reject_node(threshold: ThresholdConfig, *, seed: int | None = None) -> AsyncNode:
-    """Build the reject node; each rejected draft asks the large model for one thought."""
+def make_reject_node(
+    threshold: ThresholdConfig,
+    *,
+    seed: int | None = None,
+    speculation: SpeculationConfig | None = None,
+    large_params: GenerationParams | None = None,
+    prefetch: Prefetcher | None = None,
+) -> AsyncNode:
+    """Build the reject node.
+
+    Drafts are judged in index order: a blank draft is rejected, a draft whose score reaches
+    beta is accepted while fewer than `n` are kept for its node (later passing drafts are
+    `surplus`: accepted but not needed). Then, per node, the large model is asked for:
+
+    - `regenerate="all"`: one thought per rejected draft (the paper);
+    - `regenerate="missing"`: the shortfall below `need` kept children, plus one probe
+      thought when `probe_every` speculative expansions passed without a large thought.
+
+    With concurrent speculation, the make-up requests beyond what is asked are cancelled.
+    """
+    speculation = speculation or SpeculationConfig.paper()
+    greedy_guard = large_params or GenerationParams()
 
     async def reject(state: dict[str, Any]) -> dict[str, Any]:
-        expansions = state["threshold"]["expansions"]
-        rng = random.Random(None if seed is None else seed * 100_003 + expansions)
+        start = now()
+        th = state["threshold"]
+        rng = random.Random(None if seed is None else seed * 100_003 + th["expansions"])
+        n, need = state["n"], state.get("need", state["n"])
         candidates = [dict(c) for c in state["candidates"]]
-        regen: list[str] = []
-        kept = 0
+        kept: dict[str, int] = {}
+        rejected: dict[str, int] = {}
+        drafted: dict[str, int] = {}
         for c in candidates:
             if c["source"] != "small" or c["verdict"] is not None:
                 continue
-            ok = accept(c["score"], state["threshold"], threshold, rng)
-            c["verdict"] = "accepted" if ok else "rejected"
-            kept += ok
-            if not ok:
-                regen.append(c["parent_id"])
-        counts = {"accepted": kept, "rejected": len(regen)}
-        return {"candidates": candidates, "regen": regen, "usage": {"counts": counts}}
+            parent = c["parent_id"]
+            drafted[parent] = drafted.get(parent, 0) + 1
+            ok = not c.get("blank") and accept(c["score"], th, threshold, rng)
+            if ok and kept.get(parent, 0) >= n:
+                c["verdict"] = "surplus"
+            elif ok:
+                c["verdict"] = "accepted"
+                kept[parent] = kept.get(parent, 0) + 1
+            else:
+                c["verdict"] = "rejected"
+                rejected[parent] = rejected.get(parent, 0) + 1
+        probe = (
+            speculation.regenerate == "missing"
+            and speculation.probe_every > 0
+            and th.get("since_large", 0) + 1 >= speculation.probe_every
+        )
+        regen: list[str] = []
+        probes = 0
+        for parent in state["expand"]:
+            if speculation.regenerate == "all":
+                count = rejected.get(parent, 0)
+            else:
+                count = max(need - kept.get(parent, 0), 0)
+                if count == 0 and probe:
+                    count, probes = 1, probes + 1
+            count = distinct(greedy_guard, count)
+            regen += [parent] * count
+            if prefetch is not None:
+                limit = makeup_limit(speculation, drafted.get(parent, 0), need)
+                for i in range(count, limit):
+                    prefetch.cancel(request_key(state, parent, i))
+        accepted = sum(kept.values()) + sum(c["verdict"] == "surplus" for c in candidates)
+        counts = {"accepted": accepted, "rejected": sum(rejected.values())}
+        if probes:
+            counts["probes"] = probes
+        report = dict(state.get("report") or {})
+        report.update(
+            judged=sum(drafted.values()),
+            accepted=accepted,
+            probe=bool(probes),
+            active_s=report.get("active_s", 0.0) + now() - start,
+        )
+        return {
+            "candidates": candidates,
+            "regen": regen,
+            "usage": {"counts": counts},
+            "report": report,
+        }
 
     return reject
 
 
 def route_after_reject(state: dict[str, Any]) -> str:
-    """Rejected drafts are regenerated by the large model."""
-    return "regenerate" if state["regen"] else "merge"
+    """The large model makes what is asked of it; otherwise the node is done."""
+    return "regenerate" if state["regen"] else "finish"

@@ -1,0 +1,184 @@
+"""How SpecSearch schedules its models: the policies of the speculative expander and its controller.
+
+The acceptance rule (`threshold.py`) says *which* drafts are kept; the options here say how the
+expansion is scheduled, which decides whether speculation is faster than the large model alone:
+
+- `pipeline`: `per_node` runs each frontier node's draft -> score -> decide -> make-up on its
+  own (a node whose drafts pass never waits for another node's regeneration); `lockstep` runs
+  all nodes through each phase together (the paper's shape).
+- `regenerate`: `missing` asks the large model only for the shortfall below `need` kept
+  children per node; `all` replaces every rejected draft (the paper).
+- `concurrent`: start the large model's make-up requests while the drafts are being written
+  and scored, and cancel the ones not needed; which thought is kept depends on its request
+  index, never on which call finished first. `auto` turns it on when small and large run on
+  different devices or endpoints (on one device the two models would only compete).
+- `controller`: measure each model's call cost and the acceptance rate as the search runs and
+  send an expansion to the large model alone when speculation is predicted to lose.
+- `probe_every`: with `missing`, the large model may go unasked for long; after that many
+  speculative expansions without a large thought, one large thought per node is requested
+  (and kept as an ordinary child) so beta keeps tracking the large model's quality.
+
+The controller's statistics are a plain dict inside the threshold state, so they checkpoint
+and, with a `ThresholdStore`, carry over between problems.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Pipeline = Literal["per_node", "lockstep"]
+Regenerate = Literal["missing", "all"]
+Toggle = Literal["auto", "on", "off"]
+
+#: Weight of the newest observation in the controller's moving averages.
+EMA_WEIGHT = 0.2
+
+
+class SpeculationConfig(BaseModel):
+    """Scheduling policies of the SpecSearch expander (defaults: the fast ones).
+
+    Attributes:
+        pipeline: `per_node` or `lockstep` (the paper).
+        regenerate: `missing` (make up the shortfall below `need`) or `all` (the paper).
+        drafts: Drafts per node; None drafts as many children as the template asks for (`n`).
+        concurrent: Start the large model's make-up requests while drafting (`auto`: when
+            small and large run on different devices or endpoints).
+        controller: `on` sends an expansion to the large model alone when speculation is
+            predicted to lose; `off` always speculates once beta exists.
+        explore_every: While the controller prefers the large model, every this-many
+            expansions still speculate, so its estimates stay fresh.
+        probe_every: With `regenerate="missing"`, after this many speculative expansions
+            without any large thought, ask the large model for one thought per node (0: never).
+        min_cost_s: The controller leaves alone expansions predicted to cost less than this
+            either way (there is nothing to save, and timings that small are noise).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    pipeline: Pipeline = "per_node"
+    regenerate: Regenerate = "missing"
+    drafts: int | None = Field(None, ge=1)
+    concurrent: Toggle = "auto"
+    controller: Literal["on", "off"] = "on"
+    explore_every: int = Field(8, ge=1)
+    probe_every: int = Field(8, ge=0)
+    min_cost_s: float = Field(0.005, ge=0.0)
+
+    @classmethod
+    def paper(cls) -> SpeculationConfig:
+        """The paper's schedule: lock-step phases, every rejected draft regenerated."""
+        return cls(
+            pipeline="lockstep",
+            regenerate="all",
+            concurrent="off",
+            controller="off",
+            probe_every=0,
+        )
+
+
+def device_of(backend: Any) -> str:
+    """Where a backend runs (`device_key` attribute; local models share the host by default)."""
+    return str(getattr(backend, "device_key", "local"))
+
+
+def use_concurrency(config: SpeculationConfig, small: Any, large: Any) -> bool:
+    """Whether the large model's make-up requests start while drafting."""
+    if config.concurrent == "auto":
+        return device_of(small) != device_of(large)
+    return config.concurrent == "on"
+
+
+# -- the controller's statistics (plain data) --------------------------------------------------
+
+
+def empty_stats() -> dict[str, Any]:
+    """No measurement yet."""
+    return {}
+
+
+def _ema(old: float | None, new: float) -> float:
+    return new if old is None else (1 - EMA_WEIGHT) * old + EMA_WEIGHT * new
+
+
+def record(stats: Mapping[str, Any], report: Mapping[str, Any]) -> dict[str, Any]:
+    """Fold one node pipeline's report into the statistics.
+
+    A report holds the seconds of each model call it made (`small_s`, `prm_s`, `large_s`), the
+    number of sequences in each (`small_n`, `large_n`), the drafts judged and accepted.
+    """
+    out = dict(stats)
+    for key in ("small", "prm", "large"):
+        seconds = report.get(f"{key}_s")
+        if seconds is not None:
+            out[f"{key}_s"] = _ema(out.get(f"{key}_s"), float(seconds))
+    if report.get("large_makeup_s") is not None:
+        out["makeup_s"] = _ema(out.get("makeup_s"), float(report["large_makeup_s"]))
+    judged = int(report.get("judged", 0))
+    if judged:
+        rate = int(report.get("accepted", 0)) / judged
+        out["accept"] = _ema(out.get("accept"), rate)
+    return out
+
+
+def shortfall_probability(accept: float, drafts: int, need: int) -> float:
+    """P(fewer than `need` of `drafts` independent drafts pass), each with probability `accept`."""
+    if need <= 0:
+        return 0.0
+    if need > drafts:
+        return 1.0
+    return sum(math.comb(drafts, k) * accept**k * (1 - accept) ** (drafts - k) for k in range(need))
+
+
+def predicted_costs(
+    stats: Mapping[str, Any], *, drafts: int, need: int, nodes: int, concurrent: bool
+) -> tuple[float, float] | None:
+    """(speculative, large-only) expected seconds of one expansion, or None before data.
+
+    Large-only: one large call and one PRM call. Speculative: per node, a draft call and a PRM
+    call, then with probability p (fewer than `need` drafts pass) a large make-up call and a
+    PRM call; the expansion waits for its slowest node, so the make-up cost is paid with
+    probability 1 - (1 - p)^nodes. With `concurrent`, the make-up call started with the drafts
+    and only what outlasts drafting and scoring is paid.
+    """
+    needed = ("small_s", "prm_s", "large_s", "accept")
+    if any(stats.get(k) is None for k in needed):
+        return None
+    small, prm, large = float(stats["small_s"]), float(stats["prm_s"]), float(stats["large_s"])
+    makeup = float(stats.get("makeup_s") or large)
+    p_node = shortfall_probability(float(stats["accept"]), drafts, need)
+    p_any = 1 - (1 - p_node) ** max(nodes, 1)
+    head = small + prm
+    tail = max(head, makeup) + prm if concurrent else head + makeup + prm
+    speculative = (1 - p_any) * head + p_any * tail
+    return speculative, large + prm
+
+
+def decide(
+    stats: Mapping[str, Any],
+    config: SpeculationConfig,
+    *,
+    drafts: int,
+    need: int,
+    nodes: int,
+    concurrent: bool,
+    expansion: int,
+) -> str:
+    """`speculate`, `large` (predicted to lose) or `explore` (speculate to refresh estimates)."""
+    if config.controller == "off":
+        return "speculate"
+    costs = predicted_costs(stats, drafts=drafts, need=need, nodes=nodes, concurrent=concurrent)
+    if costs is None or costs[0] <= costs[1] or costs[1] < config.min_cost_s:
+        return "speculate"
+    fallbacks = int(stats.get("fallbacks_in_row", 0))
+    return "explore" if fallbacks + 1 >= config.explore_every else "large"
+
+
+def note_decision(stats: Mapping[str, Any], decision: str) -> dict[str, Any]:
+    """Count consecutive fallbacks (exploration resets the count)."""
+    out = dict(stats)
+    out["fallbacks_in_row"] = int(out.get("fallbacks_in_row", 0)) + 1 if decision == "large" else 0
+    return out
