@@ -32,6 +32,7 @@ from langgraph_specsearch.types import (
 Method = Literal["specsearch", "ar", "sps"]
 SearchKind = Literal["beam", "mcts", "best-of-n"]
 PRMKind = Literal["combined", "judge", "arithmetic"]
+"""The built-in PRMs; `SearchConfig.prm` also takes a model PRM style or a known model id."""
 
 
 class SearchConfig(BaseModel):
@@ -48,7 +49,13 @@ class SearchConfig(BaseModel):
     prm_url: str | None = None
     protocol: Literal["auto", "tgi", "openai"] = "auto"
     prompt_format: Literal["fewshot", "chatml"] = "fewshot"
-    prm: PRMKind = "combined"
+    prm: str = "combined"
+    prm_model: str | None = None
+    prm_engine: Literal["local", "tgi", "vllm", "openai"] | None = None
+    prm_device: str | None = None
+    prm_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    prm_batch_size: int = Field(8, ge=1)
+    prm_tgi_method: Literal["prefill", "top_n"] = "prefill"
     n_drafts: int = Field(4, ge=1)
     beam_width: int = Field(2, ge=1)
     max_steps: int = Field(6, ge=1)
@@ -73,6 +80,15 @@ class SearchConfig(BaseModel):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("model name must not be empty")
+        return value
+
+    @field_validator("prm")
+    @classmethod
+    def _known_prm(cls, value: str) -> str:
+        from langgraph_specsearch.prm.registry import BUILTIN_PRMS, resolve
+
+        if value not in BUILTIN_PRMS:
+            resolve(value)  # raises a one-line ValueError for an unknown name
         return value
 
     def threshold(self) -> ThresholdConfig:
@@ -148,7 +164,21 @@ def load_components(config: SearchConfig) -> Components:
 def build_prm(config: SearchConfig, judge_backend: Backend | None) -> PRM:
     """The configured PRM; the LLM judge runs on the small model (cheap) or on `prm_url`."""
     from langgraph_specsearch.prm.arithmetic import ArithmeticPRM
+    from langgraph_specsearch.prm.registry import is_model_prm
 
+    if is_model_prm(config.prm):
+        from langgraph_specsearch.prm.registry import build_model_prm
+
+        return build_model_prm(  # type: ignore[no-any-return]
+            config.prm,
+            model=config.prm_model,
+            url=config.prm_url,
+            engine=config.prm_engine,
+            device=config.prm_device,
+            dtype=config.prm_dtype,
+            batch_size=config.prm_batch_size,
+            tgi_method=config.prm_tgi_method,
+        )
     if config.prm == "arithmetic":
         return ArithmeticPRM()
     if config.prm_url:

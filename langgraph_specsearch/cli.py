@@ -112,7 +112,23 @@ def solve(
     prompt_format: Annotated[
         str, typer.Option(help="Prompt format for endpoints: fewshot | chatml")
     ] = "fewshot",
-    prm: Annotated[str, typer.Option(help="combined | judge | arithmetic")] = "combined",
+    prm: Annotated[
+        str,
+        typer.Option(
+            help="combined | judge | arithmetic | math-shepherd | math-psa | qwen-prm | rlhflow"
+            " | skywork | a known PRM model id."
+        ),
+    ] = "combined",
+    prm_model: Annotated[
+        str | None, typer.Option(help="PRM checkpoint: hub id, local directory or served name.")
+    ] = None,
+    prm_engine: Annotated[
+        str | None, typer.Option(help="local | tgi | vllm | openai [default: tgi with a URL].")
+    ] = None,
+    prm_device: Annotated[str | None, typer.Option(help="PRM device: cpu, cuda, mps ...")] = None,
+    prm_dtype: Annotated[str, typer.Option(help="auto | bfloat16 | float16 | float32")] = "auto",
+    prm_batch_size: Annotated[int, typer.Option(help="PRM paths per forward pass.")] = 8,
+    prm_tgi_method: Annotated[str, typer.Option(help="prefill | top_n (TGI PRMs).")] = "prefill",
     n_drafts: Annotated[int, typer.Option(help="Thoughts per expanded node (N).")] = 4,
     beam_width: Annotated[int, typer.Option(help="Beams kept per step.")] = 2,
     max_steps: Annotated[int, typer.Option(help="Maximum reasoning steps.")] = 6,
@@ -165,7 +181,13 @@ def solve(
             prm_url=prm_url,
             protocol=protocol,  # type: ignore[arg-type]
             prompt_format=prompt_format,  # type: ignore[arg-type]
-            prm=prm,  # type: ignore[arg-type]
+            prm=prm,
+            prm_model=prm_model,
+            prm_engine=prm_engine,  # type: ignore[arg-type]
+            prm_device=prm_device,
+            prm_dtype=prm_dtype,  # type: ignore[arg-type]
+            prm_batch_size=prm_batch_size,
+            prm_tgi_method=prm_tgi_method,  # type: ignore[arg-type]
             n_drafts=n_drafts,
             beam_width=beam_width,
             max_steps=max_steps,
@@ -230,6 +252,16 @@ def _register_serve() -> None:
 
 
 _register_serve()
+
+
+def _register_prm_eval() -> None:
+    """`specsearch prm-eval`: ProcessBench with any PRM."""
+    from langgraph_specsearch.prm_eval import prm_eval
+
+    app.command("prm-eval")(prm_eval)
+
+
+_register_prm_eval()
 
 
 def main() -> None:

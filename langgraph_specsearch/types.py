@@ -66,6 +66,9 @@ class ThresholdPoint(BaseModel):
     large_scores: list[float] = Field(default_factory=list)
     accepted: int = 0
     rejected: int = 0
+    decision: str = ""
+    nodes: int = 0
+    probe: bool = False
 
 
 class SearchStats(BaseModel):

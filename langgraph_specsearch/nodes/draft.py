@@ -105,7 +105,8 @@ def make_draft_node(
         prompts = [
             small.prompt_format.render(state["question"], steps_to(nodes, p)) for p in parents
         ]
-        call_params = step_seed(params, state, salt=1)
+        # per-node pipelines draft in separate calls: a per-node salt keeps their samples apart
+        call_params = step_seed(params, state, salt=1 + zlib.crc32(parents[0].encode()) % 100_003)
         call_params = call_params.model_copy(update={"stop": small.prompt_format.stop_sequences()})
         with Clock() as clock:
             outputs = await small.agenerate(prompts, n=m, params=call_params)

@@ -129,6 +129,7 @@ def make_merge_node(
             "accepted": sum(c["verdict"] in ("accepted", "surplus") for c in candidates),
             "rejected": sum(c["verdict"] == "rejected" for c in candidates),
             "decision": decision,
+            "nodes": len(expand),
             "probe": any(r.get("probe") for r in state["reports"]),
         }
         active = max((r.get("active_s", 0.0) for r in state["reports"]), default=0.0)

@@ -1,0 +1,259 @@
+"""SpecSearch vs AR vs SpS on the real graphs over simulated models, on a virtual clock.
+
+    python benchmarks/bench_simulated.py [--batching latency|throughput|mixed] [--cost-ratio 10]
+        [--acceptance 0.6 | --small-quality 5,3] [--problems 200] [--json]
+
+The search graphs, nodes, threshold and controller are the real ones (`langgraph_specsearch`);
+the models are `langgraph_specsearch.simulate` servers with continuous batching, so model time
+is exact and 200 problems take seconds. Methods run interleaved per problem (rotating order):
+
+- `ar`: the large model alone; `sps`: the large model with token-level speculative decoding
+  (its per-token cost divided by `--sd-speedup`);
+- `specsearch`: the default schedule (per-node pipelines, make up only what is missing,
+  concurrent speculation, controller, beta carried across problems), bi-level (its large model
+  speculates like SpS's);
+- `paper`: `SpeculationConfig.paper()` (lock-step, every rejected draft regenerated, beta
+  estimated per problem with a large-only warm-up), also bi-level.
+
+Printed per method: virtual seconds per problem, speed-up vs AR and vs SpS, acceptance, large
+calls per problem, the chosen path's mean hidden quality, and the analytic expectation
+(`simulate.predicted_speedup`) for the same settings and measured acceptance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from typing import Any
+
+from langgraph_specsearch.graphs.beam import create_beam_search
+from langgraph_specsearch.graphs.expanders import create_ar_expander, create_speculative_expander
+from langgraph_specsearch.simulate import (
+    BetaQuality,
+    ControlledDrafts,
+    Costs,
+    SimModel,
+    SimPRM,
+    SimServer,
+    expected_large_only,
+    expected_speculative,
+    hidden_quality,
+    run_virtual,
+)
+from langgraph_specsearch.speculation import SpeculationConfig
+from langgraph_specsearch.threshold import ThresholdStore
+from langgraph_specsearch.types import GenerationParams
+
+METHODS = ("ar", "sps", "specsearch", "paper")
+GAMMA = {"latency": 0.0, "throughput": 1.0}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line flags."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--batching", choices=["latency", "throughput", "mixed"], default="latency")
+    p.add_argument("--gamma", type=float, default=0.25, help="per-sequence cost share (mixed)")
+    p.add_argument("--cost-ratio", type=float, default=10.0, help="large/small cost per token")
+    p.add_argument("--acceptance", type=float, default=0.6, help="controlled draft acceptance")
+    p.add_argument("--small-quality", default=None, help="Beta a,b of drafts (overrides)")
+    p.add_argument("--large-quality", default="6,2", help="Beta a,b of large thoughts")
+    p.add_argument("--prm-noise", type=float, default=0.03)
+    p.add_argument("--small-token-ms", type=float, default=2.0)
+    p.add_argument("--prm-ms", type=float, default=10.0, help="PRM cost of one step")
+    p.add_argument("--overhead-ms", type=float, default=2.0, help="fixed cost per request")
+    p.add_argument("--sd-speedup", type=float, default=1.95, help="token-level SD speed-up")
+    p.add_argument("--p-end", type=float, default=0.2, help="chance a thought ends the solution")
+    p.add_argument("--beam-width", type=int, default=2)
+    p.add_argument("--n", type=int, default=4, help="children per node (N)")
+    p.add_argument("--drafts", type=int, default=None, help="drafts per node (default N)")
+    p.add_argument("--max-steps", type=int, default=8)
+    p.add_argument("--problems", type=int, default=200)
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return p.parse_args(argv)
+
+
+def _pair(text: str) -> BetaQuality:
+    a, b = (float(x) for x in text.split(","))
+    return BetaQuality(a, b)
+
+
+class Bench:
+    """Builds each method's graph over fresh simulated servers and runs one problem."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.gamma = args.gamma if args.batching == "mixed" else GAMMA[args.batching]
+        self.large_q = _pair(args.large_quality)
+        self.small_q = (
+            _pair(args.small_quality)
+            if args.small_quality
+            else ControlledDrafts(self.large_q, args.acceptance)
+        )
+        self.store = ThresholdStore()  # the default schedule carries beta across problems
+        s = args.small_token_ms / 1000
+        self.costs = Costs(
+            small_token_s=s,
+            large_token_s=s * args.cost_ratio,
+            prm_s=args.prm_ms / 1000,
+            overhead_s=args.overhead_ms / 1000,
+            gamma=self.gamma,
+            tokens=(20, 40),
+        )
+
+    def _server(self, per_token_s: float) -> SimServer:
+        return SimServer(per_token_s, gamma=self.gamma, overhead_s=self.args.overhead_ms / 1000)
+
+    async def run(self, method: str, problem: int) -> dict[str, Any]:
+        """One problem, one method: virtual seconds, stats and the chosen path's quality."""
+        a = self.args
+        seed = a.seed * 1_000_003 + problem * 7
+        s = a.small_token_ms / 1000
+        large_token = s * a.cost_ratio / (1.0 if method == "ar" else a.sd_speedup)
+        large = SimModel(
+            "large", self._server(large_token), self.large_q, seed=seed + 1, p_end=a.p_end
+        )
+        prm = SimPRM(self._server(a.prm_ms / 1000), noise=a.prm_noise, seed=seed + 2)
+        params = GenerationParams(seed=seed)
+        if method in ("ar", "sps"):
+            expander = create_ar_expander(large, prm, params=params)
+        else:
+            small = SimModel("small", self._server(s), self.small_q, seed=seed + 3, p_end=a.p_end)
+            paper = method == "paper"
+            speculation = SpeculationConfig.paper() if paper else SpeculationConfig(drafts=a.drafts)
+            expander = create_speculative_expander(
+                small,
+                large,
+                prm,
+                speculation=speculation,
+                store=None if paper else self.store,
+                draft_params=params,
+            )
+        graph = create_beam_search(
+            expander, beam_width=a.beam_width, n=a.n, max_steps=a.max_steps
+        ).compile()
+        import asyncio
+
+        start = asyncio.get_running_loop().time()
+        out = await graph.ainvoke({"question": f"problem {problem}"})
+        seconds = asyncio.get_running_loop().time() - start
+        path = out["path"]
+        trace = out["threshold_trace"]
+        return {
+            "seconds": seconds,
+            "stats": out["stats"],
+            "quality": statistics.fmean(hidden_quality(t["text"]) for t in path) if path else 0.0,
+            "trace": trace,
+            "expansions": len(trace),
+            "warmups": sum(p.get("decision") == "warmup" for p in trace),
+            "probes": sum(bool(p.get("probe")) for p in trace),
+            "fallbacks": sum(p.get("decision") == "large" for p in trace),
+            "large_calls": large.completed,
+        }
+
+    def expected_seconds(self, method: str, run: dict[str, Any], acceptance: float) -> float:
+        """Analytic model time of one run, given its search shape (expansions, frontier sizes,
+        decisions) and the method's measured acceptance."""
+        a = self.args
+        sd = 1.0 if method == "ar" else a.sd_speedup
+        total = 0.0
+        for point in run["trace"]:
+            nodes = max(int(point.get("nodes", 1)), 1)
+            if method in ("ar", "sps") or point.get("decision") in ("warmup", "large"):
+                total += expected_large_only(self.costs, nodes=nodes, n=a.n, large_speedup=sd)
+                continue
+            paper = method == "paper"
+            costs = Costs(**{**vars(self.costs), "large_token_s": self.costs.large_token_s / sd})
+            total += expected_speculative(
+                costs,
+                acceptance=acceptance,
+                nodes=nodes,
+                drafts=a.n if paper else (a.drafts or a.n),
+                need=min(a.beam_width, a.n),
+                schedule="paper" if paper else "concurrent",
+                probe=bool(point.get("probe")),
+            )
+        return total
+
+
+def summarise(args: argparse.Namespace, bench: Bench, runs: dict[str, list[dict]]) -> dict:
+    """Per-method means, ratios and the analytic expectation."""
+    out: dict[str, Any] = {"methods": {}}
+    mean_s = {m: statistics.fmean(r["seconds"] for r in rs) for m, rs in runs.items()}
+    for m, rs in runs.items():
+        drafts = sum(r["stats"]["drafts"] for r in rs)
+        accepted = sum(r["stats"]["accepted"] for r in rs)
+        expansions = sum(r["expansions"] for r in rs)
+        row: dict[str, Any] = {
+            "seconds_per_problem": mean_s[m],
+            "speedup_vs_ar": mean_s["ar"] / mean_s[m] if "ar" in mean_s else None,
+            "speedup_vs_sps": mean_s["sps"] / mean_s[m] if "sps" in mean_s else None,
+            "acceptance": accepted / drafts if drafts else None,
+            "large_calls_per_problem": statistics.fmean(r["large_calls"] for r in rs),
+            "quality": statistics.fmean(r["quality"] for r in rs),
+            "expansions_per_problem": expansions / len(rs),
+            "warmup_share": sum(r["warmups"] for r in rs) / expansions,
+            "probe_share": sum(r["probes"] for r in rs) / expansions,
+            "fallback_share": sum(r["fallbacks"] for r in rs) / expansions,
+        }
+        if "ar" in runs:
+            acc = row["acceptance"] or 0.0
+            expected = statistics.fmean(bench.expected_seconds(m, r, acc) for r in rs)
+            ar_expected = statistics.fmean(bench.expected_seconds("ar", r, 0.0) for r in runs["ar"])
+            row["ceiling_vs_ar"] = ar_expected / expected
+        out["methods"][m] = row
+    main = out["methods"].get("specsearch", {})
+    out.update(
+        speedup_vs_ar=main.get("speedup_vs_ar"),
+        speedup_vs_sps=main.get("speedup_vs_sps"),
+        acceptance=main.get("acceptance"),
+        ceiling_vs_ar=main.get("ceiling_vs_ar"),
+        large_calls_per_problem={
+            m: r["large_calls_per_problem"] for m, r in out["methods"].items()
+        },
+        quality={m: r["quality"] for m, r in out["methods"].items()},
+        settings=vars(args),
+    )
+    return out
+
+
+async def run_all(args: argparse.Namespace) -> dict:
+    """Every problem, every method, interleaved in rotating order."""
+    bench = Bench(args)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    runs: dict[str, list[dict]] = {m: [] for m in methods}
+    for problem in range(args.problems):
+        k = problem % len(methods)
+        for m in methods[k:] + methods[:k]:
+            runs[m].append(await bench.run(m, problem))
+    return summarise(args, bench, runs)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run and print."""
+    args = parse_args(argv)
+    result = run_virtual(run_all(args))
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(
+        f"batching {args.batching}, cost ratio {args.cost_ratio}, target acceptance"
+        f" {args.acceptance if not args.small_quality else 'Beta ' + args.small_quality},"
+        f" B={args.beam_width}, N={args.n}, {args.problems} problems"
+    )
+    head = f"{'method':<11}{'s/problem':>10}{'vs AR':>8}{'vs SpS':>8}{'accept':>8}"
+    print(head + f"{'large calls':>12}{'quality':>9}{'expected':>10}")
+    for m, r in result["methods"].items():
+        acc = "—" if r["acceptance"] is None else f"{r['acceptance']:.0%}"
+        exp = f"{r['ceiling_vs_ar']:.2f}x" if r.get("ceiling_vs_ar") else "—"
+        print(
+            f"{m:<11}{r['seconds_per_problem']:>10.3f}{r['speedup_vs_ar']:>7.2f}x"
+            f"{r['speedup_vs_sps']:>7.2f}x{acc:>8}{r['large_calls_per_problem']:>12.2f}"
+            f"{r['quality']:>9.3f}{exp:>10}"
+        )
+
+
+if __name__ == "__main__":
+    main()
