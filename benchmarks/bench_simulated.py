@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 from typing import Any
 
@@ -40,6 +41,8 @@ from langgraph_specsearch.simulate import (
     expected_speculative,
     hidden_quality,
     run_virtual,
+    sd_speedup,
+    solution_length,
 )
 from langgraph_specsearch.speculation import SpeculationConfig
 from langgraph_specsearch.threshold import ThresholdStore
@@ -62,8 +65,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--small-token-ms", type=float, default=2.0)
     p.add_argument("--prm-ms", type=float, default=10.0, help="PRM cost of one step")
     p.add_argument("--overhead-ms", type=float, default=2.0, help="fixed cost per request")
-    p.add_argument("--sd-speedup", type=float, default=1.95, help="token-level SD speed-up")
-    p.add_argument("--p-end", type=float, default=0.2, help="chance a thought ends the solution")
+    p.add_argument(
+        "--sd-speedup",
+        type=float,
+        default=None,
+        help="token-level SD speed-up of the large model (default: Leviathan et al.'s formula"
+        " at the cost ratio with 70%% token acceptance: 1.98x at ratio 10, 1.0x at 1.5)",
+    )
+    p.add_argument(
+        "--p-end",
+        type=float,
+        default=0.2,
+        help="per-step chance that a problem's solution ends (its length: 1 + geometric)",
+    )
     p.add_argument("--beam-width", type=int, default=2)
     p.add_argument("--n", type=int, default=4, help="children per node (N)")
     p.add_argument("--drafts", type=int, default=None, help="drafts per node (default N)")
@@ -72,6 +86,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--grid",
+        action="store_true",
+        help="sweep acceptance 0.1-0.9 x cost ratio 1.5-20 (AR vs SpecSearch) and print the grid",
+    )
+    p.add_argument("--grid-ratios", default="1.5,3,5,10,20")
     return p.parse_args(argv)
 
 
@@ -84,6 +104,8 @@ class Bench:
     """Builds each method's graph over fresh simulated servers and runs one problem."""
 
     def __init__(self, args: argparse.Namespace) -> None:
+        if args.sd_speedup is None:
+            args = argparse.Namespace(**{**vars(args), "sd_speedup": sd_speedup(args.cost_ratio)})
         self.args = args
         self.gamma = args.gamma if args.batching == "mixed" else GAMMA[args.batching]
         self.large_q = _pair(args.large_quality)
@@ -112,15 +134,13 @@ class Bench:
         seed = a.seed * 1_000_003 + problem * 7
         s = a.small_token_ms / 1000
         large_token = s * a.cost_ratio / (1.0 if method == "ar" else a.sd_speedup)
-        large = SimModel(
-            "large", self._server(large_token), self.large_q, seed=seed + 1, p_end=a.p_end
-        )
+        large = SimModel("large", self._server(large_token), self.large_q, seed=seed + 1)
         prm = SimPRM(self._server(a.prm_ms / 1000), noise=a.prm_noise, seed=seed + 2)
         params = GenerationParams(seed=seed)
         if method in ("ar", "sps"):
             expander = create_ar_expander(large, prm, params=params)
         else:
-            small = SimModel("small", self._server(s), self.small_q, seed=seed + 3, p_end=a.p_end)
+            small = SimModel("small", self._server(s), self.small_q, seed=seed + 3)
             paper = method == "paper"
             speculation = SpeculationConfig.paper() if paper else SpeculationConfig(drafts=a.drafts)
             expander = create_speculative_expander(
@@ -137,7 +157,8 @@ class Bench:
         import asyncio
 
         start = asyncio.get_running_loop().time()
-        out = await graph.ainvoke({"question": f"problem {problem}"})
+        length = solution_length(random.Random(seed), a.p_end)
+        out = await graph.ainvoke({"question": f"problem {problem} length {length} end"})
         seconds = asyncio.get_running_loop().time() - start
         path = out["path"]
         trace = out["threshold_trace"]
@@ -222,6 +243,7 @@ def summarise(args: argparse.Namespace, bench: Bench, runs: dict[str, list[dict]
 async def run_all(args: argparse.Namespace) -> dict:
     """Every problem, every method, interleaved in rotating order."""
     bench = Bench(args)
+    args = bench.args
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     runs: dict[str, list[dict]] = {m: [] for m in methods}
     for problem in range(args.problems):
@@ -231,9 +253,38 @@ async def run_all(args: argparse.Namespace) -> dict:
     return summarise(args, bench, runs)
 
 
+def grid(args: argparse.Namespace) -> dict[str, Any]:
+    """SpecSearch / AR over acceptance x cost ratio (default schedule)."""
+    ratios = [float(r) for r in args.grid_ratios.split(",")]
+    rates = [round(0.1 * i, 1) for i in range(1, 10)]
+    table: dict[str, dict[str, float]] = {}
+    for ratio in ratios:
+        row = {}
+        for rate in rates:
+            changes = {"cost_ratio": ratio, "acceptance": rate, "methods": "ar,specsearch"}
+            cell = argparse.Namespace(**{**vars(args), **changes})
+            result = run_virtual(run_all(cell))
+            row[str(rate)] = result["speedup_vs_ar"]
+        table[str(ratio)] = row
+    worst = min(v for row in table.values() for v in row.values())
+    return {"speedup_vs_ar": table, "worst": worst, "settings": vars(args)}
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run and print."""
     args = parse_args(argv)
+    if args.grid:
+        result = grid(args)
+        if args.json:
+            print(json.dumps(result))
+            return
+        rates = list(next(iter(result["speedup_vs_ar"].values())))
+        print(f"SpecSearch / AR, batching {args.batching}, {args.problems} problems per cell")
+        print("ratio / acc".rjust(11) + "".join(f"{r:>7}" for r in rates))
+        for ratio, row in result["speedup_vs_ar"].items():
+            print(f"{ratio:>11}" + "".join(f"{v:>6.2f}x" for v in row.values()))
+        print(f"worst cell: {result['worst']:.2f}x")
+        return
     result = run_virtual(run_all(args))
     if args.json:
         print(json.dumps(result))

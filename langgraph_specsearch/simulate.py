@@ -12,8 +12,12 @@ The graphs, nodes, threshold and controller are the real ones; only the models a
   `gamma = 1` throughput-bound (every sequence's tokens are paid in full), anything between a
   fixed plus per-sequence cost. A request also pays a fixed `overhead_s`. Cancelled requests
   leave the batch at once.
-- `SimModel`: a `Backend` over a `SimServer` whose thoughts carry a hidden quality q in [0, 1]
-  (and end the solution with probability `p_end`); `SimPRM` reads q back with Gaussian noise.
+- `SimModel`: a `Backend` over a `SimServer` whose thoughts carry a hidden quality q in [0, 1];
+  `SimPRM` reads q back with Gaussian noise. A problem has a solution length L (its question
+  says `length L`, drawn by `solution_length`: 1 + geometric with per-step ending chance
+  `p_end`); a thought at depth >= L states the answer with probability `p_finish`, a shallower
+  one with `p_early`. So how long a search runs is a property of the problem, as in real
+  reasoning, not of how many thoughts a method happens to sample.
 - Quality models: `BetaQuality` (q ~ Beta(a, b)), and `ControlledDrafts`, where a draft is,
   with probability `acceptance`, a large-model-like thought clearly above the large model's mean
   quality (else one clearly below), so the real threshold accepts about that share.
@@ -211,7 +215,8 @@ class SimModel:
         *,
         seed: int,
         tokens: tuple[int, int] = (20, 40),
-        p_end: float = 0.2,
+        p_finish: float = 0.9,
+        p_early: float = 0.02,
         device_key: str | None = None,
     ) -> None:
         self.name = name
@@ -219,20 +224,21 @@ class SimModel:
         self.quality = quality
         self.rng = random.Random(seed)
         self.tokens = tokens
-        self.p_end = p_end
+        self.p_finish = p_finish
+        self.p_early = p_early
         self.prompt_format: PromptFormat = FewShotFormat(exemplars=())
         self.device_key = device_key or f"sim:{name}"
         self.calls = 0
         self.completed = 0
         self.sequences = 0
 
-    def _thought(self, params: GenerationParams) -> Generation:
+    def _thought(self, params: GenerationParams, depth: int, length: int) -> Generation:
         # a seed makes the request's thought reproducible whatever else runs (per-request seeds)
         rng = random.Random(params.seed) if params.seed is not None else self.rng
         tokens = rng.randint(*self.tokens)
         q = self.quality.draw(rng)
         text = f"{self.name} step q={q:.4f}"
-        if rng.random() < self.p_end:
+        if rng.random() < (self.p_finish if depth >= length else self.p_early):
             text += " The answer is 1."
         return Generation(text=text, tokens=tokens, finish_reason="stop_sequence")
 
@@ -242,11 +248,14 @@ class SimModel:
         """`n` simulated thoughts per prompt, decoded as one request."""
         self.calls += 1
         out: list[list[Generation]] = []
-        for p_index in range(len(prompts)):
+        for p_index, prompt in enumerate(prompts):
+            depth = prompt.count(" step q=") + 1
+            length = problem_length(prompt)
             row = []
             for i in range(n):
                 seed = None if params.seed is None else params.seed * 1009 + p_index * 101 + i
-                row.append(self._thought(params.model_copy(update={"seed": seed})))
+                call = params.model_copy(update={"seed": seed})
+                row.append(self._thought(call, depth, length))
             out.append(row)
         lengths = [g.tokens for row in out for g in row]
         await self.server.run(lengths)
@@ -259,6 +268,22 @@ class SimModel:
     ) -> list[dict[str, float]]:
         """Not used by `SimPRM`."""
         return [dict.fromkeys(candidates, math.log(0.5)) for _ in prompts]
+
+
+def solution_length(rng: random.Random, p_end: float, cap: int = 50) -> int:
+    """1 + geometric: each further step ends the solution with probability `p_end`."""
+    length = 1
+    while rng.random() >= p_end and length < cap:
+        length += 1
+    return length
+
+
+def problem_length(prompt: str) -> int:
+    """The solution length a simulated question states (`... length L`), 1 if none."""
+    marker = " length "
+    if marker not in prompt:
+        return 1
+    return int(prompt.split(marker, 1)[1].split()[0])
 
 
 def hidden_quality(text: str) -> float:
@@ -377,6 +402,15 @@ def expected_speculative(
     else:
         tail = head + makeup + costs.prm(need)
     return (1 - p_any) * head + p_any * tail
+
+
+def sd_speedup(cost_ratio: float, token_acceptance: float = 0.7, max_draft: int = 8) -> float:
+    """Token-level speculative decoding's expected speed-up (Leviathan et al. 2023, eq. 1) at
+    the best draft length, for a draft model costing `1 / cost_ratio` of the target per token;
+    never below 1 (an engine would not be run with a draft model that slows it down)."""
+    c, a = 1.0 / cost_ratio, token_acceptance
+    best = max((1 - a ** (g + 1)) / ((1 - a) * (g * c + 1)) for g in range(1, max_draft + 1))
+    return max(best, 1.0)
 
 
 def mean_or_nan(values: Sequence[float]) -> float:

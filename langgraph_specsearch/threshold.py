@@ -134,7 +134,8 @@ class ThresholdStore:
     large-only warm-up); every update is written back. With `path`, the store is a small JSON
     file (one entry per `key`, e.g. one per model pair), so `specsearch calibrate` can fill it
     once and later runs start calibrated; without it, it lives in memory (one process).
-    Entries are plain data: `{"beta", "updates", "controller"}`.
+    Entries are plain data: `{"beta", "updates", "since_large", "controller"}` (`since_large`
+    keeps the probe schedule running across problems).
     """
 
     def __init__(self, path: str | None = None, *, key: str = "default") -> None:
@@ -168,6 +169,7 @@ class ThresholdStore:
         entry = {
             "beta": state["beta"],
             "updates": state["updates"],
+            "since_large": state.get("since_large", 0),
             "controller": dict(state.get("controller", {})),
         }
         data = dict(self._read_all())
@@ -194,6 +196,7 @@ class ThresholdStore:
             **state,
             "beta": float(entry["beta"]),
             "updates": int(entry.get("updates", 0)),
+            "since_large": int(entry.get("since_large", 0)),
             "controller": dict(entry.get("controller") or {}),
             "prior": True,
         }

@@ -50,11 +50,17 @@ class Thought(BaseModel):
 
 
 class ModelUsage(BaseModel):
-    """Calls, tokens and seconds spent in one model (or the PRM)."""
+    """Calls, tokens and seconds spent in one model (or the PRM).
+
+    `accepted_draft_tokens`: tokens of the model's own draft (token-level speculative
+    decoding) that it accepted, where the backend reports them; `mean_call_s`: seconds per call.
+    """
 
     calls: int = 0
     generated_tokens: int = 0
     time_s: float = 0.0
+    accepted_draft_tokens: int = 0
+    mean_call_s: float | None = None
 
 
 class ThresholdPoint(BaseModel):
@@ -72,7 +78,16 @@ class ThresholdPoint(BaseModel):
 
 
 class SearchStats(BaseModel):
-    """Counters of one search."""
+    """Counters of one search.
+
+    `wall_s` is the time the search was running (expansions, scoring), excluding any downtime
+    between a failure and a resume. `speculative_expansions` were drafted by the small model,
+    `warmup_expansions` made by the large model alone before beta existed, and
+    `controller_fallbacks` sent to the large model alone by the controller (predicted to lose);
+    `controller_explorations` speculated anyway to refresh its estimates; `probes` are large
+    thoughts asked for to keep beta tracking the large model. `small_drafted_share` is the
+    share of expansions the small model drafted.
+    """
 
     wall_s: float = 0.0
     small: ModelUsage = Field(default_factory=ModelUsage)
@@ -84,6 +99,12 @@ class SearchStats(BaseModel):
     rejected: int = 0
     acceptance_rate: float | None = None
     expansions: int = 0
+    speculative_expansions: int = 0
+    warmup_expansions: int = 0
+    controller_fallbacks: int = 0
+    controller_explorations: int = 0
+    probes: int = 0
+    small_drafted_share: float | None = None
 
 
 class SearchResult(BaseModel):

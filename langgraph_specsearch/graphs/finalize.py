@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,16 +24,26 @@ def compute_stats(
 
     def model(key: str) -> ModelUsage:
         u = usage.get(key, {})
+        calls = int(u.get("calls", 0))
         return ModelUsage(
-            calls=int(u.get("calls", 0)),
+            calls=calls,
             generated_tokens=int(u.get("generated_tokens", 0)),
             time_s=float(u.get("time_s", 0.0)),
+            accepted_draft_tokens=int(u.get("accepted_draft_tokens", 0)),
+            mean_call_s=float(u.get("time_s", 0.0)) / calls if calls else None,
         )
 
     counts = usage.get("counts", {})
     drafts, accepted = int(counts.get("drafts", 0)), int(counts.get("accepted", 0))
     small, large, prm = model("small"), model("large"), model("prm")
+    speculative = int(counts.get("decision_speculate", 0) + counts.get("decision_explore", 0))
     return SearchStats(
+        speculative_expansions=speculative,
+        warmup_expansions=int(counts.get("decision_warmup", 0)),
+        controller_fallbacks=int(counts.get("decision_large", 0)),
+        controller_explorations=int(counts.get("decision_explore", 0)),
+        probes=int(counts.get("probes", 0)),
+        small_drafted_share=speculative / expansions if expansions and drafts else None,
         wall_s=wall_s,
         small=small,
         large=large,
@@ -60,7 +69,8 @@ def final_output(
         answer = extract_answer(step["text"])
         if answer is not None:
             break
-    wall = time.time() - state["started_at"]
+    # time the search was running (not the time since it started: a resume may be days later)
+    wall = float(state["usage"].get("search", {}).get("active_s", 0.0))
     stats = compute_stats(state["usage"], wall, state["threshold"]["expansions"])
     return {
         "answer": answer,

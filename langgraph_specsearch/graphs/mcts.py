@@ -326,7 +326,10 @@ def create_mcts(
             results = await asyncio.gather(
                 *(rollout(state["question"], steps_to(table, i)) for i in kept)
             )
-        usage = {"rollout": {"calls": len(kept), "time_s": clock.seconds}}
+        usage = {
+            "rollout": {"calls": len(kept), "time_s": clock.seconds},
+            "search": {"active_s": clock.seconds},
+        }
         return {
             "nodes": new,
             "values": dict(zip(kept, map(float, results), strict=True)),

@@ -92,7 +92,7 @@ def make_draft_node(
             report["active_s"] = now() - start
             return {
                 "candidates": [],
-                "regen": [p for p in parents for _ in range(n)],
+                "regen": [p for p in parents for _ in range(distinct(large_params or params, n))],
                 "report": report,
             }
         m = drafts_per_node(speculation, n, params)
