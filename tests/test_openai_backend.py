@@ -220,8 +220,9 @@ def test_continuation_must_line_up_with_tokens() -> None:
     assert continuation_logprob(entries("Q", ":", " Yes"), " Yes") == -1.0
     assert continuation_logprob(entries("Q", " Y", "es"), " Yes") == -2.0
     assert continuation_logprob(entries("Q", "xYes"), "Yes") is None  # merged with the prompt
-    two = [None, {"1": {"logprob": -1.0, "decoded_token": "Yes"}, "2": {"logprob": -2.0}}]
+    two = [None, {"7": {"logprob": -1.0, "decoded_token": "Yes"}, "9": {"logprob": -2.0}}]
     assert continuation_logprob(two, "Yes") is None  # which entry is the prompt's: unknown
+    assert continuation_logprob(two, "Yes", token_ids=[1, 7]) == -1.0  # prompt_token_ids say
 
 
 async def test_prompt_logprobs_missing_falls_back_to_top_tokens() -> None:

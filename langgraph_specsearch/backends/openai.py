@@ -133,19 +133,28 @@ def _choice_logprobs(choice: dict[str, Any]) -> tuple[list[str], list[float | No
     return tokens, list(block.get("token_logprobs") or []), list(block.get("top_logprobs") or [])
 
 
-def continuation_logprob(entries: list[Any], text: str) -> float | None:
+def continuation_logprob(
+    entries: list[Any], text: str, token_ids: Sequence[int] | None = None
+) -> float | None:
     """Log-probability of `text` as the tail of a prompt, from vLLM's `prompt_logprobs`.
 
     Walks back from the last prompt position adding up tokens until their text is exactly
-    `text`; None when the tokens do not line up with it (merged across the boundary) or an
-    entry holds more than the prompt token (ambiguous).
+    `text`. Each entry maps token ids to `{logprob, decoded_token}`: the prompt's own token is
+    the one in `token_ids` (vLLM's `prompt_token_ids`) or, without them, the only entry.
+    None when the tokens do not line up with `text` (merged across the boundary) or an
+    entry's prompt token cannot be told.
     """
     joined = ""
     total = 0.0
-    for entry in reversed(entries):
-        if not isinstance(entry, dict) or len(entry) != 1:
+    offset = len(token_ids) - len(entries) if token_ids is not None else 0
+    for position in range(len(entries) - 1, -1, -1):
+        entry = entries[position]
+        if not isinstance(entry, dict) or not entry:
             return None
-        (info,) = entry.values()
+        if token_ids is not None and 0 <= position + offset < len(token_ids):
+            info = entry.get(str(token_ids[position + offset]))
+        else:
+            info = next(iter(entry.values())) if len(entry) == 1 else None
         token = info.get("decoded_token") if isinstance(info, dict) else None
         logprob = info.get("logprob") if isinstance(info, dict) else None
         if token is None or logprob is None:
@@ -463,10 +472,12 @@ class OpenAIBackend:
             body = await self.acomplete(
                 prompt + text, max_tokens=1, temperature=0.0, n=1, prompt_logprobs=0
             )
-            entries = body["choices"][0].get("prompt_logprobs")
+            choice = body["choices"][0]
+            entries = choice.get("prompt_logprobs")
+            ids = choice.get("prompt_token_ids")
             if not isinstance(entries, list):
-                entries = body.get("prompt_logprobs")
-            return continuation_logprob(entries, text) if isinstance(entries, list) else None
+                return None
+            return continuation_logprob(entries, text, ids if isinstance(ids, list) else None)
 
         result: dict[str, float] = {}
         for cand in candidates:
