@@ -84,8 +84,14 @@ def serve(
     ],
     draft_model: Annotated[
         str | None,
-        typer.Option("--draft-model", help="Draft model for greedy assisted generation."),
+        typer.Option(
+            "--draft-model",
+            help="Draft model for speculative decoding (greedy and sampled requests).",
+        ),
     ] = None,
+    draft_tokens: Annotated[
+        int, typer.Option(min=1, help="Draft tokens per round at start (then adaptive).")
+    ] = 4,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
     max_concurrent_requests: Annotated[
@@ -117,6 +123,7 @@ def serve(
         port=port,
         draft=draft,
         draft_model_id=draft_model,
+        draft_tokens=draft_tokens,
         max_concurrent_requests=max_concurrent_requests,
         max_input_tokens=max_input_tokens,
         max_total_tokens=max_total_tokens,

@@ -41,7 +41,7 @@ def test_info_health_tokenize(url: str) -> None:
     info = httpx.get(f"{url}/info").json()
     assert info["model_id"] == "tiny-random"
     assert (info["max_input_tokens"], info["max_total_tokens"]) == (64, 96)
-    assert info["max_top_n_tokens"] == 5 and info["speculate"] is None
+    assert info["max_top_n_tokens"] == 5 and info["speculate"] == 0
     assert httpx.get(f"{url}/health").status_code == 200
     tokens = httpx.post(f"{url}/tokenize", json={"inputs": PROMPT}).json()
     assert "".join(t["text"] for t in tokens) == PROMPT
@@ -217,13 +217,17 @@ def test_draft_model_same_vocab_equals_greedy(tiny: tuple[Any, Any]) -> None:
     body = {"inputs": PROMPT, "parameters": {"max_new_tokens": 12, "details": True}}
     with background_server(plain) as a, background_server(assisted) as b:
         info = httpx.get(f"{b}/info").json()
-        assert info["speculate"] == "draft-model" and info["draft_model_id"] == "tiny-draft"
+        assert info["speculate"] == 4 and info["draft_model_id"] == "tiny-draft"
+        assert info["speculation"]["sampling"] and info["speculation"]["shared_vocabulary"]
         want = httpx.post(f"{a}/generate", json=body, timeout=60).json()
         got = httpx.post(f"{b}/generate", json=body, timeout=60).json()
         assert got["generated_text"] == want["generated_text"]
         assert [t["id"] for t in got["details"]["tokens"]] == [
             t["id"] for t in want["details"]["tokens"]
         ]
+        kept, calls = got["details"]["accepted_draft_tokens"], got["details"]["target_calls"]
+        assert kept + calls >= 12 and calls >= 1  # each target call commits kept drafts + 1
+        assert "accepted_draft_tokens" not in want["details"]
         lines = [
             json.loads(line[5:])
             for line in httpx.post(f"{b}/generate_stream", json=body, timeout=60).text.splitlines()

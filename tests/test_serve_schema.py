@@ -101,3 +101,27 @@ def test_conforms_to_tgi_openapi(case: Any, base_url: str) -> None:
     # Schema-valid requests may still exceed this server's limits (max_total_tokens, ...)
     # and get TGI's 422, so "positive data acceptance" is not checked.
     case.validate_response(response, excluded_checks=[positive_data_acceptance])
+
+
+def test_speculative_responses_conform() -> None:
+    """With a draft model, `details` gains `accepted_draft_tokens` / `target_calls`, still valid."""
+    model, tokenizer = build_tiny_model()
+    draft, _ = build_tiny_model(seed=1)
+    app = create_app(
+        model,
+        tokenizer,
+        model_id="tiny",
+        draft=(draft, tokenizer),
+        max_input_tokens=24,
+        max_total_tokens=32,
+    )
+    sampled = {"do_sample": True, "temperature": 0.7, "seed": 3}
+    with background_server(app) as url:
+        for path in ("/generate", "/generate_stream"):
+            for extra in ({}, sampled):
+                params: dict[str, Any] = {"max_new_tokens": 6, "details": True, **extra}
+                body = {"inputs": "Natalia", "parameters": params}
+                case = schema[path]["POST"].Case(body=body, media_type="application/json")
+                response = case.call(base_url=url, timeout=60)
+                case.validate_response(response, excluded_checks=[positive_data_acceptance])
+                assert "accepted_draft_tokens" in response.text

@@ -26,10 +26,11 @@ last row stops. Gemma-3's sliding-window layers are fine on the continuous path:
 config, `DynamicCache` keeps full keys for every layer and the sliding window is applied by the
 attention mask, which indexes cache slots.
 
-Speculation. With `draft=(model, tokenizer)`, greedy requests without penalties are decoded
-one at a time with transformers' assisted generation (`assistant_model=`; universal assisted
-generation with `tokenizer=`/`assistant_tokenizer=` when the vocabularies differ), whose output
-equals plain greedy decoding; the running batch pauses meanwhile.
+Speculation. With `draft=(model, tokenizer)`, requests without repetition / frequency
+penalties, greedy or sampled, are decoded one at a time by `speculative.SpeculativeDecoder`
+(speculative sampling: the output keeps the target's distribution, and greedy output equals
+plain greedy decoding; vocabularies may differ); the running batch pauses meanwhile. Each
+such row counts its kept draft tokens and target forward passes.
 
 Reported log-probabilities are `log_softmax(logits / temperature)` (raw logits when greedy),
 before top-k/top-p filtering, so they are finite.
@@ -57,11 +58,15 @@ from transformers import (
 )
 
 from langgraph_specsearch.backends.prefix import CachedForward
-from langgraph_specsearch.backends.transformers import token_id_set
+from langgraph_specsearch.backends.transformers import input_device, token_id_set
 from langgraph_specsearch.server.kvbatch import RunningBatch, supports_cache
 from langgraph_specsearch.server.schema import Prepared
+from langgraph_specsearch.server.speculative import (
+    FLOOR_LOGPROB,
+    SpeculativeDecoder,
+    sampling_probs,
+)
 
-FLOOR_LOGPROB = -1e4
 CANCEL_WAIT_S = 5.0
 """How long a cancelled request waits for its running rows to leave the batch."""
 
@@ -94,6 +99,11 @@ class Row:
     pending_lp: float = 0.0
     pending_top: list[tuple[int, float]] = field(default_factory=list)
     admitted: bool = False
+    accepted_draft_tokens: int | None = None
+    """Draft tokens kept (speculative rows only)."""
+    drafted_tokens: int = 0
+    target_calls: int = 0
+    """Target forward passes of a speculative row (its prompt's prefill included)."""
 
     @property
     def greedy(self) -> bool:
@@ -132,6 +142,7 @@ class Engine:
         draft: tuple[Any, Any] | None,
         max_batch_size: int,
         batch_wait_s: float,
+        draft_tokens: int = 4,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -149,12 +160,18 @@ class Engine:
             pad = next(iter(self.eos_ids), 0)
         self.pad_id = int(pad)
         self.special_ids = set(getattr(tokenizer, "all_special_ids", []) or [])
-        self.same_vocab = draft is not None and (
-            draft[1].get_vocab() == tokenizer.get_vocab() if draft is not None else False
+        self.speculator = (
+            SpeculativeDecoder(
+                model, tokenizer, draft[0], draft[1], self.eos_ids, draft_tokens=draft_tokens
+            )
+            if draft is not None
+            else None
         )
         self.batches_run = 0
         """Groups admitted (one prefill each on the continuous path, one `generate` otherwise)."""
         self._forward = CachedForward.of(model)
+        self.device = input_device(model)
+        """Where inputs and caches are created (the model's input embedding's device)."""
         self._batch: RunningBatch | None = None
         self.continuous = self._probe_continuous()
 
@@ -209,7 +226,7 @@ class Engine:
             plain = [(r, f) for r, f in items if not self._use_draft(r)]
             for item in items:
                 if self._use_draft(item[0]):
-                    await self._run_group([item], self._generate_assisted, item[0])
+                    await self._run_group([item], self._generate_speculative, item[0])
             if not self.continuous:
                 if plain:
                     await self._run_group(plain, self._generate_batch, [r for r, _ in plain])
@@ -253,8 +270,7 @@ class Engine:
 
     def _use_draft(self, row: Row) -> bool:
         return (
-            self.draft is not None
-            and row.greedy
+            self.speculator is not None
             and row.repetition_penalty == 1.0
             and row.frequency_penalty == 0.0
         )
@@ -309,9 +325,10 @@ class Engine:
             return False
         try:
             cache = DynamicCache()
-            ids = torch.tensor([[self.pad_id, self.pad_id]], dtype=torch.long)
+            ids = torch.tensor([[self.pad_id, self.pad_id]], dtype=torch.long, device=self.device)
+            positions = torch.tensor([[0, 1]], device=self.device)
             with torch.inference_mode():
-                self._forward(ids, torch.ones_like(ids), torch.tensor([[0, 1]]), cache)
+                self._forward(ids, torch.ones_like(ids), positions, cache)
             return supports_cache(cache, 2)
         except Exception:  # noqa: BLE001 - any surprise: use the static path
             return False
@@ -339,10 +356,12 @@ class Engine:
             if row.do_sample:
                 row.generator = torch.Generator().manual_seed(int(row.seed or 0))
         width = max(len(r.ids) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long, device=self.device)
+        mask = torch.zeros((len(rows), width), dtype=torch.long, device=self.device)
         for i, row in enumerate(rows):
-            ids[i, width - len(row.ids) :] = torch.tensor(row.ids, dtype=torch.long)
+            ids[i, width - len(row.ids) :] = torch.tensor(
+                row.ids, dtype=torch.long, device=self.device
+            )
             mask[i, width - len(row.ids) :] = 1
         return ids, mask
 
@@ -366,7 +385,8 @@ class Engine:
         """One decode step for the running batch; finished rows leave it."""
         batch = self._batch
         assert batch is not None
-        mask = torch.cat([batch.mask, torch.ones((len(batch), 1), dtype=batch.mask.dtype)], 1)
+        ones = torch.ones((len(batch), 1), dtype=batch.mask.dtype, device=batch.mask.device)
+        mask = torch.cat([batch.mask, ones], 1)
         logits = self._forward(batch.last[:, None], mask, batch.positions[:, None], batch.cache)
         batch.mask = mask
         batch.positions = batch.positions + 1
@@ -378,12 +398,15 @@ class Engine:
 
     def _advance(self, batch: RunningBatch, logits: torch.Tensor) -> list[int]:
         """Pick and record every row's next token (`batch.last`); the rows still running."""
+        logits = logits.cpu()  # sampling uses the rows' CPU generators
         keep = []
         for i, row in enumerate(batch.rows):
             try:
                 seen = None
                 if row.repetition_penalty != 1.0 or row.frequency_penalty != 0.0:
-                    seen = torch.tensor(row.ids + row.tokens, dtype=torch.long)
+                    seen = torch.tensor(
+                        row.ids + row.tokens, dtype=torch.long, device=logits.device
+                    )
                 token = self._choose(row, logits[i], seen)
                 batch.last[i] = token
                 finished = self._push(row, token, row.pending_lp, row.pending_top)
@@ -406,7 +429,8 @@ class Engine:
                 )
             if row.frequency_penalty != 0.0 and row.tokens:
                 counts = torch.bincount(
-                    torch.tensor(row.tokens, dtype=torch.long), minlength=logits.shape[-1]
+                    torch.tensor(row.tokens, dtype=torch.long, device=logits.device),
+                    minlength=logits.shape[-1],
                 ).to(logits.dtype)
                 logits = logits - row.frequency_penalty * counts
         if row.do_sample:
@@ -443,42 +467,19 @@ class Engine:
             if row.finish_reason is None:
                 row.finish_reason = "length"
 
-    def _generate_assisted(self, row: Row) -> None:
-        """Greedy assisted generation with the draft model (worker thread)."""
-        assert self.draft is not None
-        draft_model, draft_tokenizer = self.draft
-        ids = torch.tensor([row.ids], dtype=torch.long)
-        kwargs: dict[str, Any] = {"assistant_model": draft_model}
-        if not self.same_vocab:
-            kwargs.update(tokenizer=self.tokenizer, assistant_tokenizer=draft_tokenizer)
-        config = GenerationConfig(
-            max_new_tokens=row.max_new_tokens,
-            do_sample=False,
-            pad_token_id=self.pad_id,
-            eos_token_id=sorted(self.eos_ids) or None,
-            output_logits=True,
-            return_dict_in_generate=True,
-        )
+    def _generate_speculative(self, row: Row) -> None:
+        """Speculative decoding of one row with the draft model (worker thread)."""
+        assert self.speculator is not None
+        if row.do_sample:
+            row.generator = torch.Generator().manual_seed(int(row.seed or 0))
         with torch.inference_mode():
-            out = self.model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                generation_config=config,
-                stopping_criteria=StoppingCriteriaList([StopStrings(self, row, len(row.ids))]),
-                **kwargs,
-            )
-        new = out.sequences[0, len(row.ids) :].tolist()
-        for position, token in enumerate(new):
-            lp = torch.log_softmax(out.logits[position][0].float(), dim=-1)
-            if self._push(row, int(token), float(lp[int(token)]), self._top(lp, row.top_n)):
-                break
-        if row.finish_reason is None:
-            row.finish_reason = "length"
+            self.speculator.run(row, self._push, self._top)
 
     def prefill(self, ids: list[int]) -> list[float | None]:
         """Log-probability of every prompt token given the ones before it (first: None)."""
         with self.lock, torch.inference_mode():
-            logits = self.model(input_ids=torch.tensor([ids], dtype=torch.long)).logits[0]
+            inputs = torch.tensor([ids], dtype=torch.long, device=self.device)
+            logits = self.model(input_ids=inputs).logits[0]
         lps = torch.log_softmax(logits.float(), dim=-1)
         out: list[float | None] = [None]
         for i in range(1, len(ids)):
@@ -518,17 +519,7 @@ def _resolve(row: Row, fut: asyncio.Future[None]) -> None:
 
 def sample_token(lp: torch.Tensor, row: Row) -> int:
     """Sample from `lp` after top-k / top-p filtering, with the row's own generator."""
-    probs = lp.exp()
-    if row.top_k > 0 and row.top_k < probs.shape[-1]:
-        kth = torch.topk(probs, row.top_k).values[-1]
-        probs = torch.where(probs >= kth, probs, torch.zeros_like(probs))
-    if row.top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        cumulative = torch.cumsum(sorted_probs, dim=-1)
-        drop = cumulative - sorted_probs > row.top_p * cumulative[-1]
-        sorted_probs[drop] = 0.0
-        probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
-    return int(torch.multinomial(probs, 1, generator=row.generator))
+    return int(torch.multinomial(sampling_probs(lp, row), 1, generator=row.generator))
 
 
 class RowStopper(StoppingCriteria):
@@ -545,21 +536,3 @@ class RowStopper(StoppingCriteria):
                 self.engine._push(row, int(input_ids[i, -1]), row.pending_lp, row.pending_top)
             done.append(row.finish_reason is not None)
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
-
-
-class StopStrings(StoppingCriteria):
-    """Stop sequences for assisted generation (tokens are recorded after `generate`)."""
-
-    def __init__(self, engine: Engine, row: Row, prompt_len: int) -> None:
-        self.engine = engine
-        self.row = row
-        self.prompt_len = prompt_len
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **_: Any) -> Any:
-        stop = self.row.cancelled
-        if self.row.stop and not stop:
-            text = self.engine.tokenizer.decode(
-                input_ids[0, self.prompt_len :], skip_special_tokens=True
-            )
-            stop = any(s in text for s in self.row.stop if s)
-        return torch.tensor([stop], dtype=torch.bool, device=input_ids.device)
