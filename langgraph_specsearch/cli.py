@@ -86,6 +86,16 @@ def print_human(result: SearchResult) -> None:
     )
 
 
+def _default_store(carry: bool) -> str | None:
+    """The CLI's threshold store: a JSON file in the cache, so beta carries across runs."""
+    if not carry:
+        return None
+    from langgraph_specsearch.models import cache_dir
+
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    return str(cache_dir() / "thresholds.json")
+
+
 @app.command()
 def solve(
     question: Annotated[str, typer.Argument(help="The problem to solve.")] = "",
@@ -145,9 +155,43 @@ def solve(
     large_sd: Annotated[
         bool, typer.Option(help="Token-level SD when the large model regenerates.")
     ] = False,
+    pipeline: Annotated[
+        str, typer.Option(help="per_node (each node on its own) | lockstep (the paper)")
+    ] = "per_node",
+    regenerate: Annotated[
+        str, typer.Option(help="missing (make up the shortfall) | all (every rejected draft)")
+    ] = "missing",
+    drafts: Annotated[
+        int | None, typer.Option(help="Drafts per node [default: --n-drafts].")
+    ] = None,
+    concurrent: Annotated[
+        str, typer.Option(help="auto | on | off: start the large model while drafting")
+    ] = "auto",
+    controller: Annotated[
+        str, typer.Option(help="on | off: fall back to the large model when speculation loses")
+    ] = "on",
+    probe_every: Annotated[
+        int, typer.Option(help="Large probe after this many expansions without one (0: never).")
+    ] = 8,
+    carry_threshold: Annotated[
+        bool, typer.Option(help="Carry beta over between runs (the threshold store).")
+    ] = True,
+    threshold_store: Annotated[
+        str | None,
+        typer.Option(help="JSON file carrying beta [default: <cache>/thresholds.json]."),
+    ] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Token budget per step.")] = 48,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.7,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    engine: Annotated[
+        str, typer.Option(help="auto (llama.cpp if installed) | transformers | llamacpp")
+    ] = "auto",
+    device: Annotated[
+        str | None, typer.Option(help="cpu | cuda | cuda:N | mps [default: a GPU if present]")
+    ] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help="transformers dtype: float32 | bfloat16 | float16")
+    ] = None,
     checkpoint: Annotated[
         str | None,
         typer.Option(help="SQLite checkpoint file [default: <cache>/checkpoints.sqlite]."),
@@ -200,9 +244,20 @@ def solve(
             reject_rate=reject_rate,
             threshold_mode=threshold_mode,  # type: ignore[arg-type]
             large_sd=large_sd,
+            pipeline=pipeline,  # type: ignore[arg-type]
+            regenerate=regenerate,  # type: ignore[arg-type]
+            drafts=drafts,
+            concurrent=concurrent,  # type: ignore[arg-type]
+            controller=controller,  # type: ignore[arg-type]
+            probe_every=probe_every,
+            carry_threshold=carry_threshold,
+            threshold_store=threshold_store or _default_store(carry_threshold),
             max_new_tokens=max_new_tokens,
             temperature=temperature,
             seed=seed,
+            engine=engine,  # type: ignore[arg-type]
+            device=device,
+            dtype=dtype,
         )
     except ValidationError as exc:
         fail(_config_error(exc))

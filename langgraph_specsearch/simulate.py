@@ -26,6 +26,7 @@ The graphs, nodes, threshold and controller are the real ones; only the models a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 import selectors
@@ -78,7 +79,9 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         """Jump the clock forward."""
         self._virtual_now += max(seconds, 0.0)
 
-    def run_in_executor(self, executor: Any, func: Any, *args: Any) -> asyncio.Future[Any]:
+    def run_in_executor(  # type: ignore[override]
+        self, executor: Any, func: Any, *args: Any
+    ) -> asyncio.Future[Any]:
         """Count running threads: time must not jump while one works."""
         self.threads_running += 1
         future = super().run_in_executor(executor, func, *args)
@@ -118,7 +121,8 @@ class SimServer:
         """Decode sequences of these lengths as one request; return when all are done."""
         await asyncio.sleep(self.overhead_s)
         loop = asyncio.get_running_loop()
-        job = {"rem": [float(t) for t in tokens if t > 0], "fut": loop.create_future()}
+        future: asyncio.Future[None] = loop.create_future()
+        job: dict[str, Any] = {"rem": [float(t) for t in tokens if t > 0], "fut": future}
         if not job["rem"]:
             return
         self._jobs.append(job)
@@ -128,7 +132,7 @@ class SimServer:
         if self._runner is None or self._runner.done():
             self._runner = asyncio.ensure_future(self._serve())
         try:
-            await job["fut"]
+            await future
         finally:
             if job in self._jobs:  # cancelled: leave the batch
                 self._jobs.remove(job)
@@ -143,10 +147,8 @@ class SimServer:
             shortest = min(r for j in self._jobs for r in j["rem"] if r > 1e-9)
             self._wake.clear()
             start = loop.time()
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=shortest * step)
-            except asyncio.TimeoutError:
-                pass
             elapsed = loop.time() - start
             self.busy_s += elapsed
             progress = elapsed / step if step > 0 else math.inf

@@ -81,8 +81,14 @@ class SpeculationConfig(BaseModel):
 
 
 def device_of(backend: Any) -> str:
-    """Where a backend runs (`device_key` attribute; local models share the host by default)."""
-    return str(getattr(backend, "device_key", "local"))
+    """Where a backend runs: its `device_key`, else an endpoint's `url`, else the local host."""
+    key = getattr(backend, "device_key", None) or getattr(backend, "url", None)
+    return str(key or "local")
+
+
+def is_local(backend: Any) -> bool:
+    """Whether a backend runs in this process (and so batches only what it is handed at once)."""
+    return device_of(backend) == "local" or device_of(backend).startswith("local:")
 
 
 def use_concurrency(config: SpeculationConfig, small: Any, large: Any) -> bool:

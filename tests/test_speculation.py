@@ -148,13 +148,15 @@ def test_store_carries_beta_to_the_next_problem_without_warmup(tmp_path) -> None
 
     first = search()
     assert first["threshold_trace"][0]["decision"] == "warmup"
-    saved = json.loads(open(path).read())["pair"]
+    with open(path, encoding="utf-8") as fh:
+        saved = json.load(fh)["pair"]
     assert saved["beta"] == pytest.approx(first["threshold_trace"][-1]["beta_next"])
     second = search()
     point = second["threshold_trace"][0]
     assert point["decision"] == "speculate" and point["beta"] == pytest.approx(saved["beta"])
     # a fresh store object over the same file restores it too
-    assert ThresholdStore(path, key="pair").load()["beta"] == pytest.approx(
+    restored = ThresholdStore(path, key="pair").load() or {}
+    assert restored["beta"] == pytest.approx(
         second["threshold_trace"][-1]["beta_next"]
     )
 

@@ -33,7 +33,7 @@ def make_evaluate_node(prm: PRM) -> AsyncNode:
         for c, score in zip(todo, scores, strict=True):
             c["score"] = float(score)
         usage = {"prm": {"calls": 1, "time_s": clock.seconds, "scored": len(todo)}}
-        report["prm_s"] = clock.seconds if "prm_s" not in report else report["prm_s"]
+        report.setdefault("prm_s", clock.seconds)
         report["active_s"] = report.get("active_s", 0.0) + now() - start
         return {"candidates": candidates, "usage": usage, "report": report}
 

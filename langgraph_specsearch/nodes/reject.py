@@ -1,4 +1,4 @@
-"""Reject node: keep a draft iff its PRM score reaches beta(k); decide what the large model makes."""
+"""Reject node: keep a draft iff its PRM score reaches beta(k); say what the large model makes."""
 
 from __future__ import annotations
 
