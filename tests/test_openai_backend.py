@@ -156,7 +156,7 @@ async def test_vllm_like_server_one_request_per_prompt() -> None:
 async def test_server_ignoring_n_is_topped_up_with_seeded_requests() -> None:
     calls: list[dict[str, Any]] = []
     params = GenerationParams(max_new_tokens=8, temperature=0.8, seed=11, stop=["\n\n"])
-    with background_server(openai_stub("me", calls, honours_n=False)) as url:
+    with background_server(openai_stub("some-engine", calls, honours_n=False)) as url:
         backend = OpenAIBackend(url, retries=0)
         first = await backend.agenerate(["q"], n=3, params=params)
         before = len(_completions(calls))
@@ -173,6 +173,42 @@ async def test_server_ignoring_n_is_topped_up_with_seeded_requests() -> None:
         toks = _sample("q", 11 + i, 0, 8)
         # one choice per response: its token count is the usage's, stop tokens included
         assert gen.tokens == len(toks[: toks.index("<eos>")] if "<eos>" in toks else toks)
+
+
+async def test_known_single_choice_servers_are_not_probed() -> None:
+    calls: list[dict[str, Any]] = []
+    params = GenerationParams(max_new_tokens=8, temperature=0.8, seed=11, stop=["\n\n"])
+    with background_server(openai_stub("me", calls, honours_n=False)) as url:  # llama-cpp-python
+        await OpenAIBackend(url, retries=0).agenerate(["q"], n=3, params=params)
+    assert [c["n"] for c in _completions(calls)] == [1, 1, 1]
+
+
+async def test_server_refusing_n_gets_single_requests() -> None:
+    """llama.cpp's llama-server answers n > 1 with HTTP 500: one probe, no retries, then n=1."""
+    calls: list[dict[str, Any]] = []
+    app = FastAPI()
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"data": [{"id": "m", "owned_by": "someone"}]}
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> JSONResponse:
+        body = await request.json()
+        calls.append(body)
+        if body.get("n", 1) != 1:
+            error = {"code": 500, "message": "Only one completion choice is allowed"}
+            return JSONResponse({"error": error}, status_code=500)
+        choice = {"index": 0, "text": f"s{body['seed']}", "finish_reason": "length"}
+        return JSONResponse({"choices": [choice], "usage": {"completion_tokens": 2}})
+
+    with background_server(app) as url:
+        backend = OpenAIBackend(url, retries=3, backoff_s=0.01)
+        params = GenerationParams(max_new_tokens=2, temperature=0.5, seed=4)
+        out = await backend.agenerate(["a"], n=2, params=params)
+        again = await backend.agenerate(["a"], n=2, params=params)
+    assert [g.text for g in out[0]] == [g.text for g in again[0]] == ["s4", "s5"]
+    assert [c["n"] for c in calls] == [2, 1, 1, 1, 1]
 
 
 async def test_greedy_is_sent_once() -> None:

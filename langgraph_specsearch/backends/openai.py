@@ -37,6 +37,11 @@ API_KEY_ENV = "SPECSEARCH_API_KEY"
 
 JudgeLogprobs = Literal["auto", "prompt_logprobs", "top_logprobs"]
 
+MULTI_CHOICE: dict[str, bool] = {"vllm": True, "sglang": True, "llamacpp": False, "me": False}
+"""Whether a server answers `n` choices per request, by its `/v1/models` `owned_by`: vLLM and
+SGLang do; llama.cpp's `llama-server` ("llamacpp") refuses n > 1 and llama-cpp-python ("me")
+ignores it. Other servers are probed once."""
+
 
 def base_url(url: str) -> str:
     """The server root: trailing slashes and a trailing `/v1` removed."""
@@ -183,10 +188,12 @@ class OpenAIBackend:
 
     - Drafts: one request per prompt with `n`, `seed`, `stop`, `temperature`, `top_p` and
       `max_tokens`. Prompt `j` gets seed `seed + j*n` so identical prompts (two beams) still
-      differ. A server that answers fewer than `n` choices (llama-cpp-python ignores `n`) is
-      topped up with one request per missing draft, seeds `seed + j*n + i`; the backend then
-      remembers to send single-choice requests to it, so later calls give the same drafts
-      as the first. Greedy requests (`temperature == 0`) are sent once and repeated `n` times.
+      differ. Servers known not to answer `n` choices (llama-cpp-python ignores `n`,
+      llama.cpp's `llama-server` refuses it; see `MULTI_CHOICE`) get one request per draft,
+      seeds `seed + j*n + i`. An unknown server is probed once with `n` (no retries): if it
+      answers fewer choices or refuses, the missing drafts are sent one per request with those
+      seeds, and it gets single-choice requests from then on, so later calls give the same
+      drafts as the first. Greedy requests (`temperature == 0`) are sent once and repeated.
     - Token counts: `usage.completion_tokens` of a one-choice response; for several choices,
       each choice's logprob tokens when the server returns them, else the usage split in
       proportion to the text lengths.
@@ -281,8 +288,10 @@ class OpenAIBackend:
         if state is not None:
             await state.client.aclose()
 
-    async def _with_retries(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
-        attempts = self.retries + 1
+    async def _with_retries(
+        self, what: str, call: Callable[[], Awaitable[Any]], retries: int | None = None
+    ) -> Any:
+        attempts = (self.retries if retries is None else retries) + 1
         retrying = AsyncRetrying(
             stop=stop_after_attempt(attempts),
             wait=wait_exponential(multiplier=self.backoff_s, max=self.backoff_max_s),
@@ -305,7 +314,13 @@ class OpenAIBackend:
             raise BackendError(f"{self.url}: {what} rejected: {_server_message(exc)}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        retries: int | None = None,
+    ) -> Any:
         """One JSON request with retries, under the concurrency bound."""
 
         async def call() -> Any:
@@ -315,7 +330,7 @@ class OpenAIBackend:
             response.raise_for_status()
             return response.json()
 
-        return await self._with_retries(f"{method} {path}", call)
+        return await self._with_retries(f"{method} {path}", call, retries)
 
     async def models(self) -> list[dict[str, Any]]:
         """The server's `/v1/models` entries (read once); sets `model` and `owned_by`."""
@@ -332,15 +347,17 @@ class OpenAIBackend:
                 self.model = str(first["id"])
             chosen = next((m for m in self._models if m.get("id") == self.model), first)
             self.owned_by = str(chosen.get("owned_by")) if chosen.get("owned_by") else None
-            if self.multi_choice is None and self.owned_by in ("vllm", "sglang"):
-                self.multi_choice = True
+            if self.multi_choice is None and self.owned_by in MULTI_CHOICE:
+                self.multi_choice = MULTI_CHOICE[self.owned_by]
         return self._models
 
-    async def acomplete(self, prompt: str, **fields: Any) -> dict[str, Any]:
+    async def acomplete(
+        self, prompt: str, *, retries: int | None = None, **fields: Any
+    ) -> dict[str, Any]:
         """One `POST /v1/completions` (model filled in); returns the response body."""
         await self.models()
         body = {"model": self.model, "prompt": prompt, **self.extra_body, **fields}
-        result = await self._request("POST", "/v1/completions", body)
+        result = await self._request("POST", "/v1/completions", body, retries)
         if not isinstance(result, dict) or not isinstance(result.get("choices"), list):
             raise BackendError(f"{self.url}: POST /v1/completions returned no choices")
         return result
@@ -421,9 +438,16 @@ class OpenAIBackend:
                 if first_seed is not None:
                     fields["seed"] = first_seed
                 started = time.perf_counter()
-                body = await self.acomplete(prompt, **fields)
-                got = self._generations(body, stops, time.perf_counter() - started)[:copies]
-                if len(got) < copies:  # the server ignores `n`: one request per draft
+                try:  # a probe while unknown: llama.cpp's llama-server rejects n > 1
+                    retries = 0 if self.multi_choice is None else None
+                    body = await self.acomplete(prompt, retries=retries, **fields)
+                    got = self._generations(body, stops, time.perf_counter() - started)
+                except BackendError:
+                    if self.multi_choice is not None:
+                        raise
+                    got = []
+                got = got[:copies]
+                if len(got) < copies:  # the server ignores or refuses `n`: one request per draft
                     self.multi_choice = False
                     more = await asyncio.gather(
                         *(single(prompt, seed(i)) for i in range(len(got), copies))
