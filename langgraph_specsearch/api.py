@@ -74,6 +74,14 @@ class SearchConfig(BaseModel):
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     seed: int | None = 0
     aggregate: Aggregation = "last"
+    engine: Literal["auto", "transformers", "llamacpp"] = "auto"
+    """Local engine: llama.cpp when installed and the models are GGUFs (`auto`)."""
+    device: str | None = None
+    """`cpu`, `cuda`, `cuda:1`, `mps`; None: a GPU when there is one, else the CPU."""
+    device_map: str | None = None
+    """transformers `device_map` (e.g. `auto` to shard over GPUs); overrides `device`."""
+    dtype: str | None = None
+    """transformers dtype (`float32`, `bfloat16`, `float16`); None: float32."""
 
     @field_validator("small", "large")
     @classmethod
@@ -144,20 +152,9 @@ def load_components(config: SearchConfig) -> Components:
         )
         large: Backend = endpoint_backend(config.large_url, protocol=protocol, prompt_format=fmt)
     else:
-        from langgraph_specsearch.models import check_model_name
+        from langgraph_specsearch.engines import load_local_backends
 
-        for name in (config.small, config.large):
-            check_model_name(name)
-        from langgraph_specsearch.backends.transformers import TransformersBackend
-
-        try:
-            small = TransformersBackend.load(config.small) if needs_small or needs_sd else None
-            large = TransformersBackend.load(
-                config.large, assistant=config.small if needs_sd else None
-            )
-        except OSError as exc:  # a hub id that can't be fetched, a directory without weights
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"cannot load model: {first}") from exc
+        small, large = load_local_backends(config, needs_small=needs_small, needs_sd=needs_sd)
     return Components(small=small, large=large, prm=build_prm(config, small))
 
 

@@ -91,7 +91,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _console = Console(stderr=True)
 _lock = threading.RLock()
-_loaded: dict[str, tuple[Any, Any]] = {}
+_loaded: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
 
 def cache_dir() -> Path:
@@ -296,18 +296,59 @@ def _resolve(name_or_path: str | os.PathLike[str]) -> str:
     return str(path.resolve()) if path.is_dir() else text
 
 
-def load_pretrained(name_or_path: str | os.PathLike[str]) -> tuple[Any, Any]:
-    """(model, tokenizer) for a short name, a local directory or a hub id; memoised."""
+def resolve_device(device: str | None = None) -> str:
+    """`device` as given, or for None / `auto`: `cuda` when a GPU is present, else `cpu`."""
+    if device not in (None, "auto"):
+        return str(device)
     import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(dtype: str | None) -> Any:
+    """A torch dtype from its name (`float32`, `bfloat16`, `float16`); None is float32."""
+    import torch
+
+    name = (dtype or "float32").removeprefix("torch.")
+    value = getattr(torch, name, None)
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise ValueError(f"unknown dtype {dtype!r} (float32, bfloat16 or float16)")
+    return value
+
+
+def load_pretrained(
+    name_or_path: str | os.PathLike[str],
+    *,
+    device: str | None = None,
+    device_map: str | dict[str, Any] | None = None,
+    dtype: str | None = None,
+) -> tuple[Any, Any]:
+    """(model, tokenizer) for a short name, a local directory or a hub id; memoised.
+
+    Args:
+        name_or_path: embedded name, local directory or hub id.
+        device: where the whole model goes (`cpu`, `cuda`, `cuda:1`, `mps`); None or `auto`:
+            a GPU when one is present (said on stderr), else the CPU.
+        device_map: a transformers `device_map` (e.g. `auto` to shard over several GPUs);
+            overrides `device`.
+        dtype: `float32` (default), `bfloat16` or `float16`.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    key = _resolve(name_or_path)
+    path = _resolve(name_or_path)
+    torch_dtype = resolve_dtype(dtype)
+    placement: Any = device_map if device_map is not None else resolve_device(device)
+    key = (path, str(placement), str(torch_dtype))
     with _lock:
         if key not in _loaded:
-            tokenizer = AutoTokenizer.from_pretrained(key)
-            model = AutoModelForCausalLM.from_pretrained(key, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=torch_dtype, device_map=placement
+            )
+            if model.device.type != "cpu":
+                _console.print(f"{name_or_path} on {model.device} ({torch_dtype})", soft_wrap=True)
             _loaded[key] = (model.eval(), tokenizer)
         return _loaded[key]
 

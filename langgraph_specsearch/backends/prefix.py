@@ -117,9 +117,11 @@ def supports_prefix_reuse(model: Any) -> bool:
 class PrefixReuse:
     """Builds `generate`'s prompt cache for one model and keeps the last shared prefix."""
 
-    def __init__(self, model: Any, pad_id: int) -> None:
+    def __init__(self, model: Any, pad_id: int, device: Any = None) -> None:
         self.model = model
         self.pad_id = pad_id
+        self.device = torch.device(device) if device is not None else model.device
+        """Where ids, masks and positions are created (the input embedding's device)."""
         self.forward = CachedForward.of(model)
         text_config = model.config
         if hasattr(text_config, "get_text_config"):
@@ -180,9 +182,10 @@ class PrefixReuse:
             for index, (keys, values) in enumerate(best[1]):
                 cache.update(keys[:, :, :reused, :], values[:, :, :reused, :], index)
         if len(prefix) > reused:
-            ids = torch.tensor([prefix[reused:]], dtype=torch.long)
-            mask = torch.ones((1, len(prefix)), dtype=torch.long)
-            positions = torch.arange(reused, len(prefix), dtype=torch.long)[None, :]
+            dev = self.device
+            ids = torch.tensor([prefix[reused:]], dtype=torch.long, device=dev)
+            mask = torch.ones((1, len(prefix)), dtype=torch.long, device=dev)
+            positions = torch.arange(reused, len(prefix), dtype=torch.long, device=dev)[None, :]
             self._forward(ids, mask, positions, cache)
         self._keep(prefix, cache, covered_by=best if reused == len(prefix) else None)
         return cache
@@ -208,12 +211,13 @@ class PrefixReuse:
         self.prompt_tokens += sum(len(r) for r in rows) * copies
         tails = [r[shared:] for r in rows]
         width = max(len(t) for t in tails)
-        ids = torch.full((len(rows), shared + width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), shared + width), dtype=torch.long)
-        ids[:, :shared] = torch.tensor(rows[0][:shared], dtype=torch.long)
+        dev = self.device
+        ids = torch.full((len(rows), shared + width), self.pad_id, dtype=torch.long, device=dev)
+        mask = torch.zeros((len(rows), shared + width), dtype=torch.long, device=dev)
+        ids[:, :shared] = torch.tensor(rows[0][:shared], dtype=torch.long, device=dev)
         mask[:, :shared] = 1
         for i, tail in enumerate(tails):
-            ids[i, shared + width - len(tail) :] = torch.tensor(tail, dtype=torch.long)
+            ids[i, shared + width - len(tail) :] = torch.tensor(tail, dtype=torch.long, device=dev)
             mask[i, shared + width - len(tail) :] = 1
         if shared:
             cache = self._prefix_cache(rows[0][:shared])

@@ -37,6 +37,13 @@ def _holding(*models: Any) -> Iterator[None]:
         yield
 
 
+def input_device(model: Any) -> Any:
+    """The device a model's inputs go to: its input embedding's (the first shard's)."""
+    with contextlib.suppress(AttributeError, NotImplementedError):
+        return model.get_input_embeddings().weight.device
+    return model.device
+
+
 def token_id_set(value: Any) -> set[int]:
     if value is None:
         return set()
@@ -86,20 +93,42 @@ class TransformersBackend:
         self._pad_id = int(pad)
         self.prefix: PrefixReuse | None = None
         if prefix_reuse and supports_prefix_reuse(model):
-            self.prefix = PrefixReuse(model, self._pad_id)
+            self.prefix = PrefixReuse(model, self._pad_id, device=input_device(model))
+
+    @property
+    def device(self) -> Any:
+        """Where inputs go: the device of the model's input embedding (first shard)."""
+        return input_device(self.model)
 
     @classmethod
-    def load(cls, name_or_path: str, *, assistant: str | None = None) -> TransformersBackend:
-        """Load a short embedded name (`smollm2-135m`, `gemma3-270m`), a local dir or a hub id."""
+    def load(
+        cls,
+        name_or_path: str,
+        *,
+        assistant: str | None = None,
+        device: str | None = None,
+        device_map: str | dict[str, Any] | None = None,
+        dtype: str | None = None,
+    ) -> TransformersBackend:
+        """Load a short embedded name (`smollm2-135m`, `gemma3-270m`), a local dir or a hub id.
+
+        Args:
+            name_or_path: the model.
+            assistant: a second model for token-level speculative decoding.
+            device: `cpu`, `cuda`, `cuda:1`, `mps`; None: a GPU when present, else the CPU.
+            device_map: a transformers `device_map` (overrides `device`), e.g. `auto`.
+            dtype: `float32` (default), `bfloat16` or `float16`.
+        """
         from langgraph_specsearch.models import default_prompt_format, load_pretrained
 
-        model, tokenizer = load_pretrained(name_or_path)
+        placement: dict[str, Any] = {"device": device, "device_map": device_map, "dtype": dtype}
+        model, tokenizer = load_pretrained(name_or_path, **placement)
         helper = None
         if assistant is not None:
             # Universal assisted generation rewires the assistant in place (it wraps the input
             # embedding for vocabulary translation), so the assistant gets its own copy and
             # the shared (memoised) small model stays usable for drafting and judging.
-            shared = cls.load(assistant)
+            shared = cls.load(assistant, device=str(input_device(model)), dtype=dtype)
             helper = cls(
                 copy.deepcopy(shared.model),
                 shared.tokenizer,
@@ -126,11 +155,16 @@ class TransformersBackend:
 
     def _encode(self, prompts: Sequence[str]) -> dict[str, Any]:
         """Left-padded batch of `_token_ids`."""
+        import torch
+
         ids = self._token_ids(prompts)
-        batch = self.tokenizer.pad(
-            {"input_ids": ids}, padding=True, padding_side="left", return_tensors="pt"
-        )
-        return dict(batch)
+        width = max(len(row) for row in ids)
+        padded = [[self._pad_id] * (width - len(row)) + row for row in ids]
+        mask = [[0] * (width - len(row)) + [1] * len(row) for row in ids]
+        return {
+            "input_ids": torch.tensor(padded, dtype=torch.long, device=self.device),
+            "attention_mask": torch.tensor(mask, dtype=torch.long, device=self.device),
+        }
 
     # -- generation ---------------------------------------------------------------------------
 
