@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from langgraph_specsearch.api import SearchConfig, asolve
+from langgraph_specsearch.threshold import ThresholdStore
 from langgraph_specsearch.types import SearchResult
 
 app = typer.Typer(
@@ -297,6 +298,77 @@ def solve(
         sys.stdout.write(result.model_dump_json() + "\n")
     else:
         print_human(result)
+
+
+@app.command()
+def calibrate(
+    problems: Annotated[int, typer.Option(help="GSM8K test problems to run (shipped).")] = 3,
+    small: Annotated[str, typer.Option(help="Small model.")] = "smollm2-135m",
+    large: Annotated[str, typer.Option(help="Large model.")] = "gemma3-270m",
+    small_url: Annotated[str | None, typer.Option(help="Endpoint of the small model.")] = None,
+    large_url: Annotated[str | None, typer.Option(help="Endpoint of the large model.")] = None,
+    prm: Annotated[str, typer.Option(help="PRM name (as in solve).")] = "combined",
+    n_drafts: Annotated[int, typer.Option(help="Thoughts per expanded node (N).")] = 4,
+    beam_width: Annotated[int, typer.Option(help="Beams kept per step.")] = 2,
+    max_steps: Annotated[int, typer.Option(help="Maximum reasoning steps.")] = 4,
+    max_new_tokens: Annotated[int, typer.Option(help="Token budget per step.")] = 48,
+    threshold_store: Annotated[
+        str | None,
+        typer.Option(help="JSON file to fill [default: <cache>/thresholds.json]."),
+    ] = None,
+) -> None:
+    """Fill the threshold store: run SpecSearch on a few problems so later runs start calibrated.
+
+    Every step whose large-model thoughts are scored updates beta; the store keeps beta and the
+    controller's cost measurements for this model pair and PRM, and `solve` starts from them
+    (no large-only warm-up).
+    """
+    if problems < 1:
+        fail("--problems must be >= 1")
+    import json as _json
+    from importlib.resources import files
+
+    try:
+        config = SearchConfig(
+            small=small,
+            large=large,
+            small_url=small_url,
+            large_url=large_url,
+            prm=prm,  # type: ignore[arg-type]
+            n_drafts=n_drafts,
+            beam_width=beam_width,
+            max_steps=max_steps,
+            max_new_tokens=max_new_tokens,
+            threshold_store=threshold_store or _default_store(True),
+        )
+    except ValidationError as exc:
+        fail(_config_error(exc))
+    rows = files("langgraph_specsearch").joinpath("data/gsm8k_test_head50.jsonl").read_text()
+    questions = [_json.loads(line)["question"] for line in rows.splitlines()][-problems:]
+
+    async def run_all() -> None:
+        from langgraph_specsearch.api import load_components
+
+        components = await asyncio.to_thread(load_components, config)
+        for i, question in enumerate(questions):
+            result = await asolve(question, config, components=components)
+            point = result.threshold_trace[-1] if result.threshold_trace else None
+            beta = "—" if point is None or point.beta_next is None else f"{point.beta_next:.3f}"
+            err.print(f"problem {i + 1}/{len(questions)}: beta -> {beta}")
+
+    try:
+        asyncio.run(run_all())
+    except ValueError as exc:
+        fail(str(exc).splitlines()[0])
+    except Exception as exc:  # a model call failed after retries
+        fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", 1)
+    from langgraph_specsearch.api import threshold_store as _store
+
+    entry = (_store(config) or ThresholdStore()).load() or {}
+    Console(highlight=False).print(
+        f"stored beta {entry.get('beta')} ({entry.get('updates')} updates) in"
+        f" {config.threshold_store} for {config.store_key()}"
+    )
 
 
 def _register_serve() -> None:

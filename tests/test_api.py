@@ -59,10 +59,12 @@ def test_failed_model_call_resumes_from_the_checkpoint(tmp_path) -> None:
     healthy.large.calls.extend(broken.large.calls[:2])  # same call numbering as before the failure
     result = asyncio.run(asolve(None, CONFIG, components=healthy, checkpoint=db, thread_id="t1"))
     assert result.answer == "7"
-    # The failure came in step 3's regenerate node, after step 3's draft was checkpointed, so
-    # the resumed run starts at that regenerate: the only new draft is step 4's.
+    # The failure came in step 3's regenerate node. Steps 1-2 were checkpointed, so the resumed
+    # run starts at step 3's expansion: a node pipeline is the unit of recovery (its draft is
+    # made again, nothing of steps 1-2 is), then step 4.
     assert len(broken.small.calls) == 2 and calls_before == 3
-    assert len(healthy.small.calls) == 1
+    assert len(healthy.small.calls) == 2
+    assert healthy.small.calls[0][0] == broken.small.calls[1][0]  # step 3's draft, again
     assert healthy.large.calls[2][0] == broken.large.calls[2][0]  # the failed call, retried
     assert result.path[0].text == "large c0 0.5"
 

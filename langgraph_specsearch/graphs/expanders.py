@@ -150,7 +150,7 @@ def _build(
             "prepare",
         ),
     )
-    builder.add_node("pipeline", pipe.compile())
+    builder.add_node("pipeline", pipe.compile(checkpointer=False))
     builder.add_node(
         "merge",
         as_node(
