@@ -49,8 +49,9 @@ class SpeculationConfig(BaseModel):
             small and large run on different devices or endpoints).
         controller: `on` sends an expansion to the large model alone when speculation is
             predicted to lose; `off` always speculates once beta exists.
-        explore_every: While the controller prefers the large model, every this-many
-            expansions still speculate, so its estimates stay fresh.
+        explore_every: While the controller prefers the large model, one expansion in about
+            this many (times the predicted loss ratio) still speculates, so its estimates stay
+            fresh.
         probe_every: With `regenerate="missing"`, after this many speculative expansions
             without any large thought, ask the large model for one thought per node (0: never).
         min_cost_s: The controller leaves alone expansions predicted to cost less than this
@@ -179,8 +180,10 @@ def decide(
     costs = predicted_costs(stats, drafts=drafts, need=need, nodes=nodes, concurrent=concurrent)
     if costs is None or costs[0] <= costs[1] or costs[1] < config.min_cost_s:
         return "speculate"
+    # the bigger the predicted loss, the rarer the exploration that pays it
+    patience = config.explore_every * max(1.0, costs[0] / costs[1])
     fallbacks = int(stats.get("fallbacks_in_row", 0))
-    return "explore" if fallbacks + 1 >= config.explore_every else "large"
+    return "explore" if fallbacks + 1 >= patience else "large"
 
 
 def note_decision(stats: Mapping[str, Any], decision: str) -> dict[str, Any]:
