@@ -12,7 +12,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import StateGraph
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from langgraph_specsearch.backends.base import Backend
+from langgraph_specsearch.backends.base import Backend, require_speculation
 from langgraph_specsearch.graphs.beam import create_beam_search
 from langgraph_specsearch.graphs.expanders import (
     create_ar_expander,
@@ -155,6 +155,8 @@ def load_components(config: SearchConfig) -> Components:
         from langgraph_specsearch.engines import load_local_backends
 
         small, large = load_local_backends(config, needs_small=needs_small, needs_sd=needs_sd)
+    if needs_sd:  # one-line error naming the endpoint, not silent plain decoding
+        require_speculation(large, sampling=config.temperature > 0)
     return Components(small=small, large=large, prm=build_prm(config, small))
 
 

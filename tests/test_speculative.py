@@ -8,6 +8,7 @@ a 4-token vocabulary, comparing the law of 3-token continuations with the target
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Iterator
 from typing import Any
@@ -290,3 +291,83 @@ def test_server_speculates_for_sampled_and_greedy_requests_across_vocabularies()
     assert details["generated_tokens"] == 10 and details["seed"] == 7
     assert 0 <= details["accepted_draft_tokens"] < details["generated_tokens"]
     assert details["target_calls"] + details["accepted_draft_tokens"] >= 10
+
+
+# ------------------------------------------------------- endpoint capability (item 2)
+
+
+@pytest.mark.parametrize(
+    ("info", "greedy", "sampled"),
+    [
+        ({"speculate": 2}, True, True),  # TGI 3 with n-gram / Medusa speculation
+        ({"speculate": 0}, False, False),
+        ({}, False, False),  # TGI 2 or an OpenAI-style server without the field
+        ({"speculate": 4, "speculation": {"greedy": True, "sampling": False}}, True, False),
+        ({"speculate": "draft-model"}, True, False),  # serve before speculative sampling
+    ],
+)
+def test_info_speculates(info: dict[str, Any], greedy: bool, sampled: bool) -> None:
+    from langgraph_specsearch.backends.tgi import info_speculates
+
+    assert info_speculates(info, sampling=False) is greedy
+    assert info_speculates(info, sampling=True) is sampled
+
+
+def test_endpoint_capability_and_accepted_tokens() -> None:
+    """TGIBackend reads the capability from /info, fills accepted_draft_tokens; sps over a
+    plain endpoint is a one-line error naming it."""
+    from langgraph_specsearch.api import SearchConfig, load_components
+    from langgraph_specsearch.backends.base import supports_speculation
+    from langgraph_specsearch.backends.tgi import TGIBackend
+    from langgraph_specsearch.types import GenerationParams
+
+    model, tokenizer = build_tiny_model()
+    draft, _ = build_tiny_model(seed=1)
+    plain = create_app(model, tokenizer, model_id="tiny")
+    spec = create_app(model, tokenizer, model_id="tiny", draft=(draft, tokenizer))
+    params = GenerationParams(max_new_tokens=6, temperature=0.8, top_p=0.95, seed=1, stop=[])
+    with background_server(plain) as a, background_server(spec) as b:
+        plain_backend, spec_backend = TGIBackend(a), TGIBackend(b)
+        assert not supports_speculation(plain_backend, sampling=True)
+        assert supports_speculation(spec_backend, sampling=True)
+        assert supports_speculation(spec_backend, sampling=False)
+
+        class Wrapper:  # e.g. a batching wrapper around the real backend
+            inner = spec_backend
+
+        assert supports_speculation(Wrapper(), sampling=True)
+        gens = asyncio.run(spec_backend.agenerate(["Natalia sold"], n=2, params=params))[0]
+        assert all(g.accepted_draft_tokens is not None and g.tokens == 6 for g in gens)
+        gens = asyncio.run(plain_backend.agenerate(["Natalia sold"], n=1, params=params))[0]
+        assert gens[0].accepted_draft_tokens is None
+        config = SearchConfig(method="sps", prm="arithmetic", small_url=a, large_url=a)
+        with pytest.raises(ValueError, match=a.replace(".", r"\.")) as err:
+            load_components(config)
+        assert "\n" not in str(err.value) and "sampled" in str(err.value)
+        config = SearchConfig(method="sps", prm="arithmetic", small_url=a, large_url=b)
+        assert supports_speculation(load_components(config).large, sampling=True)
+
+
+def test_transformers_backend_assistant_samples_across_tokenizers() -> None:
+    """Local bi-level: transformers' assisted generation with do_sample and two tokenizers
+    (universal speculative decoding) runs, honours the seed and counts accepted tokens."""
+    from langgraph_specsearch.backends.base import supports_speculation
+    from langgraph_specsearch.backends.transformers import TransformersBackend
+    from langgraph_specsearch.prompts import prompt_format_by_name
+    from langgraph_specsearch.types import GenerationParams
+
+    fmt = prompt_format_by_name("fewshot")
+    model, tokenizer = build_tiny_model()
+    draft, draft_tokenizer = _other_vocabulary_draft()
+    helper = TransformersBackend(draft, draft_tokenizer, name="draft", prompt_format=fmt)
+    large = TransformersBackend(model, tokenizer, name="t", prompt_format=fmt, assistant=helper)
+    assert supports_speculation(large, sampling=True)
+    assert not supports_speculation(helper, sampling=True)
+    params = GenerationParams(max_new_tokens=8, temperature=0.8, top_p=0.95, seed=3, stop=[])
+    # The first sampled call builds transformers' vocabulary translator (new layers drawn from
+    # the global RNG, the assistant's LM head pruned in place); from then on seeds repeat.
+    asyncio.run(large.agenerate(["Natalia sold"], n=1, params=params))
+    first = asyncio.run(large.agenerate(["Natalia sold"], n=2, params=params))[0]
+    again = asyncio.run(large.agenerate(["Natalia sold"], n=2, params=params))[0]
+    assert [g.text for g in first] == [g.text for g in again]
+    assert all(g.accepted_draft_tokens is not None for g in first)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from langgraph_specsearch.prompts import PromptFormat
 from langgraph_specsearch.types import Generation, GenerationParams
@@ -43,3 +43,29 @@ def generate(
 ) -> list[list[Generation]]:
     """Synchronous convenience around `Backend.agenerate`."""
     return asyncio.run(backend.agenerate(prompts, n=n, params=params))
+
+
+def supports_speculation(backend: Any, *, sampling: bool) -> bool:
+    """Whether `backend` decodes with token-level speculative decoding (greedy or sampled).
+
+    A backend says so with a `speculates(sampling=...)` method: `TransformersBackend` when it
+    has an assistant model, `TGIBackend` from the endpoint's `/info`. Wrappers that keep the
+    real backend in `inner` are looked through; any other backend: False.
+    """
+    while not hasattr(backend, "speculates") and hasattr(backend, "inner"):
+        backend = backend.inner
+    probe = getattr(backend, "speculates", None)
+    return bool(probe(sampling=sampling)) if callable(probe) else False
+
+
+def require_speculation(backend: Any, *, sampling: bool) -> None:
+    """Raise a one-line `ValueError` naming the endpoint unless `supports_speculation`."""
+    if supports_speculation(backend, sampling=sampling):
+        return
+    where = getattr(backend, "url", None) or getattr(backend, "name", type(backend).__name__)
+    kind = "sampled" if sampling else "greedy"
+    raise ValueError(
+        f"{where} does not do token-level speculative decoding for {kind} requests"
+        " (asked for by --method sps / --large-sd): serve the large model with a draft model"
+        " (specsearch serve --draft-model, TGI --speculate) or drop --large-sd / use --method ar"
+    )

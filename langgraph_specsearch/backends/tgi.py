@@ -11,7 +11,8 @@ import asyncio
 import math
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -114,6 +115,26 @@ def _get(obj: Any, key: str) -> Any:
     return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
 
 
+def info_speculates(info: Mapping[str, Any], *, sampling: bool) -> bool:
+    """Whether a TGI `/info` says requests are decoded with token-level speculation.
+
+    TGI 3 reports `speculate`, the number of speculative tokens per step (n-gram or Medusa
+    heads), 0 when off; it verifies by drawing each token from the model's own distribution,
+    so greedy and sampled requests both speculate. `specsearch serve --draft-model` reports
+    the same field and `speculation` with `greedy` / `sampling` flags (its versions before
+    speculative sampling put the string "draft-model" in `speculate`: greedy requests only).
+    """
+    spec = info.get("speculate")
+    if isinstance(spec, str):
+        return bool(spec) and not sampling
+    if not isinstance(spec, int) or isinstance(spec, bool) or spec <= 0:
+        return False
+    detail = info.get("speculation")
+    if isinstance(detail, Mapping):
+        return bool(detail.get("sampling" if sampling else "greedy", True))
+    return True
+
+
 def _logsumexp(values: Sequence[float]) -> float:
     top = max(values)
     return top + math.log(sum(math.exp(v - top) for v in values))
@@ -134,6 +155,9 @@ class TGIBackend:
     - Failures: connection errors, timeouts, 5xx and 429 are retried `retries` times with
       exponential backoff; a 4xx (TGI validation) fails at once. Both raise `BackendError`
       with the URL and the server's message.
+    - `speculates(sampling=...)`: whether the endpoint decodes with token-level speculation
+      (`/info`, see `info_speculates`); each `Generation.accepted_draft_tokens` is the count
+      the server reports in `details.accepted_draft_tokens` (`specsearch serve`), else None.
     """
 
     def __init__(
@@ -222,6 +246,21 @@ class TGIBackend:
             self._info = await self._with_retries("GET /info", fetch)
         return self._info
 
+    def info_blocking(self) -> dict[str, Any]:
+        """`info()` from synchronous code (in a worker thread when an event loop runs here)."""
+        if self._info is not None:
+            return self._info
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.info())
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, self.info()).result()
+
+    def speculates(self, *, sampling: bool) -> bool:
+        """Whether the endpoint speculates at token level for greedy or sampled requests."""
+        return info_speculates(self.info_blocking(), sampling=sampling)
+
     async def count_tokens(self, prompt: str) -> int | None:
         """Prompt length from `/tokenize` (None when the server has no tokenizer route)."""
         try:
@@ -301,6 +340,7 @@ class TGIBackend:
                 finish_reason=reason,
                 latency_s=latency,
                 logprobs=[_get(t, "logprob") for t in details.tokens] if details else None,
+                accepted_draft_tokens=_get(details, "accepted_draft_tokens") if details else None,
             )
 
         copies = 1 if greedy else n

@@ -100,6 +100,10 @@ class TransformersBackend:
         """Where inputs go: the device of the model's input embedding (first shard)."""
         return input_device(self.model)
 
+    def speculates(self, *, sampling: bool) -> bool:
+        """Token-level speculation (assisted generation) iff there is an assistant model."""
+        return self.assistant is not None
+
     @classmethod
     def load(
         cls,
@@ -303,6 +307,9 @@ class TransformersBackend:
         """
         assert self.assistant is not None
         helper = self.assistant
+        # transformers keeps the adapted draft length on the assistant between calls
+        # ("heuristic"); restarting it each call makes seeded samples repeatable
+        helper.model.generation_config.num_assistant_tokens_schedule = "heuristic_transient"
         kwargs: dict[str, Any] = {"assistant_model": helper.model, "tokenizer": self.tokenizer}
         if helper.tokenizer.get_vocab() != self.tokenizer.get_vocab():
             kwargs["assistant_tokenizer"] = helper.tokenizer
