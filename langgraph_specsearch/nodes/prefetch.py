@@ -9,6 +9,12 @@ from typing import Any
 from langgraph_specsearch.types import Generation
 
 
+def _consume(task: asyncio.Task[Any]) -> None:
+    """Mark a request's failure as seen: a cancelled-after-failing request is no error."""
+    if not task.cancelled():
+        task.exception()
+
+
 class Prefetcher:
     """In-flight large-model requests of the running expansions, keyed by request.
 
@@ -29,7 +35,9 @@ class Prefetcher:
         if key in self._tasks:
             call.close()
             return
-        self._tasks[key] = asyncio.ensure_future(call)
+        task = asyncio.ensure_future(call)
+        task.add_done_callback(_consume)
+        self._tasks[key] = task
         self.started += 1
 
     def claim(self, key: Hashable) -> asyncio.Task[tuple[Generation, float]] | None:
