@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
-from langgraph_specsearch.backends.base import Backend, BackendError
+from langgraph_specsearch.backends.base import Backend, BackendError, supports_speculation
 from langgraph_specsearch.backends.endpoint import detect_protocol, endpoint_backend
 from langgraph_specsearch.backends.openai import (
     OpenAIBackend,
@@ -48,7 +48,9 @@ def _sample(prompt: str, seed: int | None, index: int, max_tokens: int) -> list[
     return out[:max_tokens]
 
 
-def openai_stub(owned_by: str, calls: list[dict[str, Any]], *, honours_n: bool) -> FastAPI:
+def openai_stub(
+    owned_by: str, calls: list[dict[str, Any]], *, honours_n: bool, speculative: bool = False
+) -> FastAPI:
     """An OpenAI-compatible server: vLLM-like (`honours_n`) or llama-cpp-python-like."""
     app = FastAPI()
     vllm = owned_by == "vllm"
@@ -57,6 +59,12 @@ def openai_stub(owned_by: str, calls: list[dict[str, Any]], *, honours_n: bool) 
     async def models(request: Request) -> dict[str, Any]:
         calls.append({"path": "/v1/models", "auth": request.headers.get("authorization")})
         return {"object": "list", "data": [{"id": "stub-model", "owned_by": owned_by}]}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics() -> str:  # vLLM registers spec_decode counters with --speculative-config
+        return "vllm:num_requests_running 0\n" + (
+            "vllm:spec_decode_num_drafts_total 0\n" if speculative else ""
+        )
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> JSONResponse:
@@ -311,6 +319,18 @@ async def test_dead_endpoint_and_api_key(monkeypatch: pytest.MonkeyPatch) -> Non
     with background_server(openai_stub("me", calls, honours_n=False)) as url:
         await OpenAIBackend(url).agenerate(["x"], n=1, params=GenerationParams(max_new_tokens=2))
     assert {c["auth"] for c in calls} == {"Bearer sk-test"}
+
+
+def test_speculation_is_read_from_vllm_metrics() -> None:
+    with (
+        background_server(openai_stub("vllm", [], honours_n=True, speculative=True)) as spec,
+        background_server(openai_stub("vllm", [], honours_n=True)) as plain,
+        background_server(openai_stub("me", [], honours_n=False, speculative=True)) as other,
+    ):
+        assert supports_speculation(OpenAIBackend(spec), sampling=True)
+        assert not supports_speculation(OpenAIBackend(plain), sampling=False)
+        assert not supports_speculation(OpenAIBackend(other), sampling=False)  # not vLLM
+        assert supports_speculation(OpenAIBackend(other, speculative=True), sampling=True)
 
 
 def test_detect_protocol() -> None:

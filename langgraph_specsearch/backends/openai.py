@@ -222,6 +222,7 @@ class OpenAIBackend:
         judge_logprobs: JudgeLogprobs = "auto",
         max_stop_sequences: int = 4,
         extra_body: dict[str, Any] | None = None,
+        speculative: bool | None = None,
     ) -> None:
         """Create a backend for the server at `url` (`http://host:port` or `.../v1`).
 
@@ -243,6 +244,8 @@ class OpenAIBackend:
             max_stop_sequences: stop strings sent per request (OpenAI allows 4).
             extra_body: engine-specific fields added to every completions request
                 (e.g. `{"top_k": 0, "repeat_penalty": 1.0}` for llama-cpp-python).
+            speculative: whether the server decodes with token-level speculative decoding
+                (see `speculates`); None: ask a vLLM server's `/metrics`, else False.
         """
         self.url = base_url(url)
         self.name = name or self.url
@@ -263,6 +266,7 @@ class OpenAIBackend:
         self.judge_logprobs: JudgeLogprobs = judge_logprobs
         self.max_stop_sequences = max_stop_sequences
         self.extra_body = dict(extra_body or {})
+        self.speculative = speculative
         self.owned_by: str | None = None
         self.multi_choice: bool | None = None
         """Whether the server answers `n` choices per request (None: not seen yet)."""
@@ -462,6 +466,25 @@ class OpenAIBackend:
             return got
 
         return list(await asyncio.gather(*(for_prompt(j, p) for j, p in enumerate(prompts))))
+
+    def speculates(self, *, sampling: bool) -> bool:
+        """Whether the server speculates at token level (greedy and sampled alike).
+
+        As given by `speculative`; otherwise a vLLM server is asked once: its `/metrics`
+        carry `vllm:spec_decode_*` counters only when it runs with `--speculative-config`.
+        Other engines do not say (llama.cpp's `--model-draft` included): False.
+        """
+        if self.speculative is None:
+            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+            try:
+                with httpx.Client(base_url=self.url, headers=headers, timeout=self.timeout) as http:
+                    listing = http.get("/v1/models").json()
+                    owners = {m.get("owned_by") for m in listing.get("data") or []}
+                    metrics = http.get("/metrics").text if "vllm" in owners else ""
+            except (httpx.HTTPError, ValueError, AttributeError):
+                metrics = ""
+            self.speculative = "vllm:spec_decode" in metrics
+        return self.speculative
 
     async def _uses_prompt_logprobs(self) -> bool:
         if self.judge_logprobs == "auto":
