@@ -13,7 +13,8 @@ from fastapi.responses import JSONResponse
 
 from langgraph_specsearch.backends.base import Backend, BackendError
 from langgraph_specsearch.backends.tgi import TGIBackend
-from langgraph_specsearch.prm.tgi import MathShepherdTGIPRM, _align
+from langgraph_specsearch.prm.errors import PRMAlignmentError
+from langgraph_specsearch.prm.tgi import MathShepherdTGIPRM
 from langgraph_specsearch.serve import background_server, build_tiny_model, create_app
 from langgraph_specsearch.types import GenerationParams
 
@@ -124,24 +125,13 @@ async def test_dead_endpoint_fails_fast() -> None:
     assert time.perf_counter() - started < 5
 
 
-def test_align_prefill_texts() -> None:
-    prompt = "Q? a +\nb +"
-    spans = _align(prompt, ["<s>", "Q", "?", " a", "+", "\n", "b", " +"])
-    assert spans[0] == (0, 0) and spans[4] == (4, 6) and spans[7] == (8, 10)
-
-
-async def test_math_shepherd_prm_mechanics(url: str) -> None:
-    prm = MathShepherdTGIPRM(url, retries=0)
-    prompt, offsets = prm.marked_prompt("Q?", ["step one ки", "step two"])
-    assert prompt == "Q? step one +\nstep two +"
-    assert [prompt[o] for o in offsets] == ["+", "+"]
-    scores = await prm.ascore("Q?", [["step one", "step two"], ["only"]])
-    assert [len(s) for s in scores] == [2, 1]
-    assert all(0.0 <= x <= 1.0 for s in scores for x in s)
-    top_n = MathShepherdTGIPRM(url, retries=0, method="top_n")
-    assert prm.tagged_prompt("Q?", ["a", "b"]) == "Q? a ки\nb ки"
-    last = await top_n.ascore_last("Q?", [["a", "b"], ["c"]])
-    assert len(last) == 2 and all(0.0 <= x <= 1.0 for x in last)
+async def test_math_shepherd_prm_on_a_model_without_its_tokens_is_an_error(url: str) -> None:
+    # the tiny server's tokenizer has no "ки" / " +" tokens: once scored ~0 silently, now an
+    # error naming the PRM and the step (scoring itself: tests/test_prm_models.py)
+    for method in ("prefill", "top_n"):
+        prm = MathShepherdTGIPRM(url, retries=0, method=method, name="ms")  # type: ignore[arg-type]
+        with pytest.raises(PRMAlignmentError, match=r"^PRM ms: step 0: "):
+            await prm.ascore("Q?", [["step one", "step two"]])
 
 
 # ---------------------------------------------------------------------------- real model
