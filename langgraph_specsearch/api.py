@@ -20,7 +20,8 @@ from langgraph_specsearch.graphs.expanders import (
     create_sps_expander,
 )
 from langgraph_specsearch.prm.base import PRM, Aggregation
-from langgraph_specsearch.threshold import Estimator, Mode, ThresholdConfig
+from langgraph_specsearch.speculation import SpeculationConfig
+from langgraph_specsearch.threshold import Estimator, Mode, ThresholdConfig, ThresholdStore
 from langgraph_specsearch.types import (
     GenerationParams,
     SearchResult,
@@ -69,6 +70,10 @@ class SearchConfig(BaseModel):
     fixed_threshold: float = Field(0.5, ge=0.0, le=1.0)
     reject_rate: float = Field(0.5, ge=0.0, le=1.0)
     large_sd: bool = False
+    speculation: SpeculationConfig = Field(default_factory=SpeculationConfig)
+    """Scheduling policies of the SpecSearch expander (`SpeculationConfig.paper()`: the paper's)."""
+    carry_threshold: bool = True
+    threshold_store: str | None = None
     max_new_tokens: int = Field(48, ge=1)
     temperature: float = Field(0.7, ge=0.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
@@ -111,6 +116,13 @@ class SearchConfig(BaseModel):
             fixed_value=self.fixed_threshold,
             reject_rate=self.reject_rate,
         )
+
+    def store_key(self) -> str:
+        """What a carried-over beta belongs to: the models, the PRM and the estimator."""
+        small = self.small_url or self.small
+        large = self.large_url or self.large
+        prm = self.prm_url or self.prm
+        return f"{small}|{large}|{prm}|{self.estimator}|{self.theta}|{self.prompt_format}"
 
     def params(self) -> GenerationParams:
         """Sampling parameters of every step."""
@@ -198,15 +210,40 @@ def build_prm(config: SearchConfig, judge_backend: Backend | None) -> PRM:
     return CombinedPRM(judge, ArithmeticPRM())
 
 
+_MEMORY_STORES: dict[str, ThresholdStore] = {}
+
+
+def threshold_store(config: SearchConfig) -> ThresholdStore | None:
+    """Where beta carries over between searches: `threshold_store` (a JSON file), else one
+    in-memory store per process and model pair; None when `carry_threshold` is off."""
+    if not config.carry_threshold:
+        return None
+    if config.threshold_store:
+        return ThresholdStore(config.threshold_store, key=config.store_key())
+    return _MEMORY_STORES.setdefault(config.store_key(), ThresholdStore(key=config.store_key()))
+
+
 def create_expander(config: SearchConfig, /, *, components: Components) -> StateGraph:
     """The expander for `config.method` over `components`."""
     params = config.params()
     if config.method == "specsearch":
+        small, large, prm = components.small, components.large, components.prm
+        if config.speculation.pipeline == "per_node":
+            # per-node pipelines call the models node by node: an in-process model gets the
+            # coinciding calls merged into one batch (a serving engine batches them itself)
+            from langgraph_specsearch.backends.batching import BatchedBackend, BatchedPRM
+            from langgraph_specsearch.speculation import is_local
+
+            small = BatchedBackend(small) if is_local(small) else small
+            large = BatchedBackend(large) if is_local(large) else large
+            prm = BatchedPRM(prm)
         return create_speculative_expander(
-            components.small,
-            components.large,
-            components.prm,
+            small,
+            large,
+            prm,
             threshold=config.threshold(),
+            speculation=config.speculation,
+            store=threshold_store(config),
             draft_params=params,
         )
     factory = create_sps_expander if config.method == "sps" else create_ar_expander

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from langgraph_specsearch.api import SearchConfig, asolve
+from langgraph_specsearch.speculation import SpeculationConfig
 from langgraph_specsearch.threshold import ThresholdStore
 from langgraph_specsearch.types import SearchResult
 
@@ -40,7 +41,8 @@ def fail(message: str, code: int = 2) -> NoReturn:
 def _config_error(exc: ValidationError) -> str:
     """First validation problem as one line, named like the CLI flag."""
     first = exc.errors()[0]
-    field = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "input"
+    names = [x for x in first["loc"] if isinstance(x, str) and x != "speculation"]
+    field = "--" + names[0].replace("_", "-") if names else "input"
     return f"{field}: {first['msg']}"
 
 
@@ -245,12 +247,14 @@ def solve(
             reject_rate=reject_rate,
             threshold_mode=threshold_mode,  # type: ignore[arg-type]
             large_sd=large_sd,
-            pipeline=pipeline,  # type: ignore[arg-type]
-            regenerate=regenerate,  # type: ignore[arg-type]
-            drafts=drafts,
-            concurrent=concurrent,  # type: ignore[arg-type]
-            controller=controller,  # type: ignore[arg-type]
-            probe_every=probe_every,
+            speculation=SpeculationConfig(
+                pipeline=pipeline,  # type: ignore[arg-type]
+                regenerate=regenerate,  # type: ignore[arg-type]
+                drafts=drafts,
+                concurrent=concurrent,  # type: ignore[arg-type]
+                controller=controller,  # type: ignore[arg-type]
+                probe_every=probe_every,
+            ),
             carry_threshold=carry_threshold,
             threshold_store=threshold_store or _default_store(carry_threshold),
             max_new_tokens=max_new_tokens,

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from langgraph_specsearch.api import Components, SearchConfig, asolve
 from langgraph_specsearch.cli import app
+from langgraph_specsearch.speculation import SpeculationConfig
 from langgraph_specsearch.tool import create_specsearch_tool
 from langgraph_specsearch.viz import search_tree_mermaid
 
@@ -31,9 +32,7 @@ CONFIG = SearchConfig(
     n_drafts=2,
     beam_width=1,
     max_steps=6,
-    pipeline="lockstep",
-    regenerate="all",
-    controller="off",
+    speculation=SpeculationConfig(pipeline="lockstep", regenerate="all", controller="off"),
     carry_threshold=False,
 )
 
