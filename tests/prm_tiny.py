@@ -203,3 +203,10 @@ def save_value_head(model: ValueHeadModel, tok: Any, path: Path) -> None:
     state["v_head.summary.weight"] = model.head.weight.detach().contiguous()
     state["v_head.summary.bias"] = model.head.bias.detach().contiguous()
     save_file(state, str(path / "model.safetensors"))
+
+
+ITEMS_FOR_HTTP = [
+    ("What is 2+3?", ["2 + 3 = 5.", "The answer is 5."]),
+    ("Tom has 3 apples and buys 4 more. How many?", ["3 + 4 = 7 apples.", "So 7."]),
+]
+"""Short (question, steps) pairs for the HTTP tests."""

@@ -9,7 +9,8 @@
 - `OpenAILogprobsPRM`: `POST /v1/completions` with `echo`, `logprobs=k`, `max_tokens=1`
   (vLLM, SGLang, llama.cpp's server where they return prompt top-logprobs). All steps of a
   path in one request: the top-k distribution that follows each tag is read from the echoed
-  prompt; labels are matched by token text ("+" / "-", surrounding spaces ignored). A label
+  prompt; labels are matched by token text (" +" / " -" after a Math-Shepherd or Math-psa
+  tag, "+" / "-" for RLHFlow; the same text without spaces when no exact key exists). A label
   missing from the top k is given the smallest top-k log-probability (a bound); both
   missing is an error naming the step.
 """
@@ -224,15 +225,18 @@ class OpenAILogprobsPRM:
         return scores
 
     def _labels(self) -> tuple[str, str]:
-        probes = self.style.probes()
-        if len(probes) == 2 and " " in probes[1].strip():  # "+ -" style pair probe
-            good, bad = probes[1].split()
-            return good, bad
-        return "+", "-"
+        """Label token texts: " +" / " -" after a tag (Math-Shepherd, Math-psa), else "+"/"-"."""
+        return (" +", " -") if self.style.name in ("math-shepherd", "math-psa") else ("+", "-")
 
     def _two_way(self, top: dict[str, float], good: str, bad: str, step: int) -> float:
-        lg = max((v for k, v in top.items() if k.strip() == good), default=None)
-        lb = max((v for k, v in top.items() if k.strip() == bad), default=None)
+        """Two-label softmax from a top-k table; exact token text first, then stripped text."""
+
+        def find(label: str) -> float | None:
+            if label in top:
+                return top[label]
+            return max((v for k, v in top.items() if k.strip() == label.strip()), default=None)
+
+        lg, lb = find(good), find(bad)
         if lg is None and lb is None:
             raise PRMAlignmentError(
                 self.name, step, f"neither {good!r} nor {bad!r} is among the top logprobs"
