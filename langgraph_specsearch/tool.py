@@ -9,6 +9,7 @@ from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
 from langgraph_specsearch.api import Components, SearchConfig, asolve, load_components
+from langgraph_specsearch.background_loop import run_sync
 
 
 class SolveInput(BaseModel):
@@ -58,7 +59,7 @@ def create_specsearch_tool(
         }
 
     def run(question: str) -> dict[str, Any]:
-        return asyncio.run(arun(question))
+        return run_sync(arun(question))
 
     return StructuredTool.from_function(
         func=run, coroutine=arun, name=name, description=description, args_schema=SolveInput

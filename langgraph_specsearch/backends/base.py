@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -41,8 +40,10 @@ class Backend(Protocol):
 def generate(
     backend: Backend, prompts: Sequence[str], *, n: int, params: GenerationParams
 ) -> list[list[Generation]]:
-    """Synchronous convenience around `Backend.agenerate`."""
-    return asyncio.run(backend.agenerate(prompts, n=n, params=params))
+    """Synchronous convenience around `Backend.agenerate` (works inside a running loop too)."""
+    from langgraph_specsearch.background_loop import run_sync
+
+    return run_sync(backend.agenerate(prompts, n=n, params=params))
 
 
 def supports_speculation(backend: Any, *, sampling: bool) -> bool:

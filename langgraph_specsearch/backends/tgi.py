@@ -12,7 +12,6 @@ import math
 import time
 import weakref
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -31,6 +30,7 @@ from tenacity import (
 )
 
 from langgraph_specsearch.backends.base import BackendError
+from langgraph_specsearch.background_loop import run_sync
 from langgraph_specsearch.prompts import PromptFormat, prompt_format_by_name
 from langgraph_specsearch.types import FinishReason, Generation, GenerationParams
 
@@ -140,6 +140,15 @@ def _logsumexp(values: Sequence[float]) -> float:
     return top + math.log(sum(math.exp(v - top) for v in values))
 
 
+class _LoopState:
+    """One event loop's shared clients (generate; other routes) and concurrency bound."""
+
+    def __init__(self, client: AsyncInferenceClient, http: httpx.AsyncClient, limit: int) -> None:
+        self.client = client
+        self.http = http
+        self.semaphore = asyncio.Semaphore(limit)
+
+
 class TGIBackend:
     """`Backend` over a TGI-compatible HTTP endpoint (TGI itself or `specsearch serve`).
 
@@ -189,21 +198,37 @@ class TGIBackend:
         self.backoff_max_s = backoff_max_s
         self.logprob_floor = logprob_floor
         self._info: dict[str, Any] | None = None
-        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
         )
 
     # -- plumbing --------------------------------------------------------------------------
 
-    def _semaphore(self) -> asyncio.Semaphore:
+    def _state(self) -> _LoopState:
+        """The running event loop's clients and semaphore (made on first use)."""
         loop = asyncio.get_running_loop()
-        sem = self._per_loop.get(loop)
-        if sem is None:
-            sem = self._per_loop[loop] = asyncio.Semaphore(self.max_concurrency)
-        return sem
+        state = self._per_loop.get(loop)
+        if state is None:
+            state = self._per_loop[loop] = _LoopState(
+                AsyncInferenceClient(base_url=self.url, api_key=self.api_key, timeout=self.timeout),
+                httpx.AsyncClient(timeout=self.timeout, headers=self._headers()),
+                self.max_concurrency,
+            )
+        return state
 
-    def _client(self) -> AsyncInferenceClient:
-        return AsyncInferenceClient(base_url=self.url, api_key=self.api_key, timeout=self.timeout)
+    def _semaphore(self) -> asyncio.Semaphore:
+        return self._state().semaphore
+
+    def http(self) -> httpx.AsyncClient:
+        """The shared httpx client of the running event loop (for routes besides generate)."""
+        return self._state().http
+
+    async def aclose(self) -> None:
+        """Close the clients of the running event loop."""
+        state = self._per_loop.pop(asyncio.get_running_loop(), None)
+        if state is not None:
+            await state.client.close()
+            await state.http.aclose()
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
@@ -237,25 +262,19 @@ class TGIBackend:
         if self._info is None:
 
             async def fetch() -> dict[str, Any]:
-                async with httpx.AsyncClient(timeout=self.timeout) as http:
-                    response = await http.get(f"{self.url}/info", headers=self._headers())
-                    response.raise_for_status()
-                    body: dict[str, Any] = response.json()
-                    return body
+                response = await self.http().get(f"{self.url}/info")
+                response.raise_for_status()
+                body: dict[str, Any] = response.json()
+                return body
 
             self._info = await self._with_retries("GET /info", fetch)
         return self._info
 
     def info_blocking(self) -> dict[str, Any]:
-        """`info()` from synchronous code (in a worker thread when an event loop runs here)."""
-        if self._info is not None:
-            return self._info
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self.info())
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            return pool.submit(asyncio.run, self.info()).result()
+        """`info()` from synchronous code (works inside a running event loop too)."""
+        if self._info is None:
+            self._info = run_sync(self.info())
+        return self._info
 
     def speculates(self, *, sampling: bool) -> bool:
         """Whether the endpoint speculates at token level for greedy or sampled requests."""
@@ -264,10 +283,7 @@ class TGIBackend:
     async def count_tokens(self, prompt: str) -> int | None:
         """Prompt length from `/tokenize` (None when the server has no tokenizer route)."""
         try:
-            async with httpx.AsyncClient(timeout=self.timeout) as http:
-                response = await http.post(
-                    f"{self.url}/tokenize", json={"inputs": prompt}, headers=self._headers()
-                )
+            response = await self.http().post(f"{self.url}/tokenize", json={"inputs": prompt})
             if response.status_code != 200:
                 return None
             return len(response.json())
@@ -296,8 +312,9 @@ class TGIBackend:
         """One `text_generation(details=True)` call with retries, under the semaphore."""
 
         async def call() -> Any:
-            async with self._semaphore(), self._client() as client:
-                return await client.text_generation(prompt, details=True, **kwargs)
+            state = self._state()
+            async with state.semaphore:
+                return await state.client.text_generation(prompt, details=True, **kwargs)
 
         return await self._with_retries("POST / (generate)", call)
 

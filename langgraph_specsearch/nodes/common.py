@@ -7,20 +7,31 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from langchain_core.runnables import RunnableLambda
+from langchain_core.runnables import RunnableConfig, RunnableLambda
 
+from langgraph_specsearch.background_loop import run_sync
+from langgraph_specsearch.events import writer_from_config, writing_to
 from langgraph_specsearch.types import Generation
 
 AsyncNode = Callable[[dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]
 
 
 def as_node(afunc: AsyncNode, name: str) -> RunnableLambda:
-    """Wrap an async node so the graph also runs under the sync `invoke`."""
+    """Wrap an async node: events it `emit`s go to the run's custom stream.
 
-    def sync(state: dict[str, Any]) -> dict[str, Any]:
-        return asyncio.run(afunc(state))
+    Under `ainvoke` / `astream` it runs on the caller's event loop. Under the sync `invoke` /
+    `stream` its coroutine runs on the process-wide background loop (`background_loop`),
+    never through `asyncio.run`, so sync runs work inside a running loop too.
+    """
 
-    return RunnableLambda(sync, afunc=afunc, name=name)
+    async def anode(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        with writing_to(writer_from_config(config)):
+            return await afunc(state)
+
+    def node(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        return run_sync(anode(state, config))
+
+    return RunnableLambda(node, afunc=anode, name=name)
 
 
 def usage_entry(generations: list[Generation], seconds: float) -> dict[str, float]:
