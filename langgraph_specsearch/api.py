@@ -314,6 +314,7 @@ async def asolve(
     checkpoint: str | None = None,
     thread_id: str = "specsearch",
     on_update: Callable[[str, dict[str, Any]], None] | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
 ) -> SearchResult:
     """Run one search and return its result.
 
@@ -324,6 +325,7 @@ async def asolve(
         checkpoint: SQLite file for checkpoints; a failed run resumes from its last step.
         thread_id: Checkpoint thread.
         on_update: Called with (node name, update) for every node that finishes.
+        on_event: Called with every live search event (`events.SearchEvent`) as it happens.
     """
     config = config or SearchConfig()
     if question is not None and not question.strip():
@@ -342,10 +344,13 @@ async def asolve(
         builder = create_search_graph(config, components=components)
         graph = builder.compile(checkpointer=saver)
         payload = None if question is None else {"question": question}
-        async for namespace, update in graph.astream(
-            payload, run_config, stream_mode="updates", subgraphs=True
+        async for namespace, mode, update in graph.astream(
+            payload, run_config, stream_mode=["updates", "custom"], subgraphs=True
         ):
-            if on_update is not None and isinstance(update, dict):
+            if mode == "custom":
+                if on_event is not None and isinstance(update, dict):
+                    on_event(update)
+            elif on_update is not None and isinstance(update, dict):
                 for node, value in update.items():
                     on_update(
                         "/".join([*(ns.split(":")[0] for ns in namespace), node]), value or {}
@@ -357,5 +362,7 @@ async def asolve(
 
 
 def solve(question: str, config: SearchConfig | None = None, **kwargs: Any) -> SearchResult:
-    """Synchronous `asolve`."""
-    return asyncio.run(asolve(question, config, **kwargs))
+    """Synchronous `asolve` (works inside a running event loop too; there, prefer `asolve`)."""
+    from langgraph_specsearch.background_loop import run_sync
+
+    return run_sync(asolve(question, config, **kwargs))

@@ -7,6 +7,7 @@ from typing import Any
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
+from langgraph_specsearch.events import answer_event, emit, step_chosen_event
 from langgraph_specsearch.graphs.finalize import final_output, score_path
 from langgraph_specsearch.graphs.frontier import (
     FrontierState,
@@ -74,11 +75,14 @@ def create_beam_search(
         table = {**state["nodes"], **new}
         ranked = sorted(open_ids, key=lambda i: score_path(table, i, aggregate), reverse=True)
         frontier = ranked[: max(beam_width - len(completed), 0)]
+        emit(step_chosen_event("beam", table, frontier))
         return {"nodes": new, "completed": completed, "frontier": frontier, "expand": frontier}
 
     def finalize(state: BeamState) -> dict[str, Any]:
         candidates = state["completed"] or state["frontier"]
-        return final_output(state, candidates, aggregate)
+        out = final_output(state, candidates, aggregate)
+        emit(answer_event("beam", out))
+        return out
 
     builder = StateGraph(BeamState, input_schema=SearchInput, output_schema=SearchOutput)
     builder.add_node("init", init)

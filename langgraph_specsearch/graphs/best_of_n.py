@@ -15,6 +15,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
 from langgraph_specsearch.answers import extract_answer
+from langgraph_specsearch.events import answer_event, emit, step_chosen_event
 from langgraph_specsearch.graphs.finalize import final_output, score_path
 from langgraph_specsearch.graphs.frontier import (
     FrontierState,
@@ -144,6 +145,7 @@ def create_best_of_n(
 
     def collect(state: BestOfNState) -> dict[str, Any]:
         new, completed, frontier = take_children(state)
+        emit(step_chosen_event("best-of-n", {**state["nodes"], **new}, frontier))
         return {
             "nodes": new,
             "completed": completed,
@@ -159,9 +161,11 @@ def create_best_of_n(
         votes = tally(nodes, leaves, aggregate)
         chosen = winner(votes, vote)
         if chosen is None:
-            return {**final_output(state, leaves, aggregate), "votes": votes}
-        out = final_output(state, votes[chosen]["paths"], aggregate)
-        return {**out, "answer": chosen, "votes": votes}
+            out = final_output(state, leaves, aggregate)
+        else:
+            out = {**final_output(state, votes[chosen]["paths"], aggregate), "answer": chosen}
+        emit(answer_event("best-of-n", out))
+        return {**out, "votes": votes}
 
     builder = StateGraph(BestOfNState, input_schema=SearchInput, output_schema=SearchOutput)
     builder.add_node("init", init)

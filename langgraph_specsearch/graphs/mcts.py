@@ -39,6 +39,7 @@ from langgraph.graph.state import CompiledStateGraph
 
 from langgraph_specsearch.answers import is_terminal
 from langgraph_specsearch.backends.base import Backend
+from langgraph_specsearch.events import answer_event, emit, step_chosen_event
 from langgraph_specsearch.graphs.finalize import final_output, score_path
 from langgraph_specsearch.graphs.frontier import compile_expander
 from langgraph_specsearch.nodes.common import Clock, as_node
@@ -303,6 +304,7 @@ def create_mcts(
 
     def select(state: MCTSState) -> dict[str, Any]:
         leaf = select_leaf(state["nodes"], rule=rule, exploration=exploration)
+        emit(step_chosen_event("mcts", state["nodes"], [leaf]))
         return {
             "leaf": leaf,
             "expand": [leaf],
@@ -345,7 +347,9 @@ def create_mcts(
         return "finalize" if done else "select"
 
     def finalize(state: MCTSState) -> dict[str, Any]:
-        return final_output(state, final_candidates(state["nodes"], final), aggregate)
+        out = final_output(state, final_candidates(state["nodes"], final), aggregate)
+        emit(answer_event("mcts", out))
+        return out
 
     builder = StateGraph(MCTSState, input_schema=SearchInput, output_schema=SearchOutput)
     builder.add_node("init", init)

@@ -11,6 +11,7 @@ import zlib
 from typing import Any
 
 from langgraph_specsearch.backends.base import Backend
+from langgraph_specsearch.events import emit, thought_event
 from langgraph_specsearch.nodes.common import AsyncNode, Clock, candidate, now, usage_entry
 from langgraph_specsearch.nodes.prefetch import Prefetcher
 from langgraph_specsearch.speculation import SpeculationConfig
@@ -115,6 +116,8 @@ def make_draft_node(
             for p, gens in zip(parents, outputs, strict=True)
             for i, g in enumerate(gens)
         ]
+        for c in candidates:
+            emit(thought_event("drafted", c, state["threshold"]["expansions"]))
         flat = [g for gens in outputs for g in gens]
         report.update(small_s=clock.seconds, small_n=len(flat), active_s=now() - start)
         return {

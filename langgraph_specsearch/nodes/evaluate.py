@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from langgraph_specsearch.events import emit, scored_event
 from langgraph_specsearch.nodes.common import AsyncNode, Clock, now
 from langgraph_specsearch.prm.base import PRM
 from langgraph_specsearch.state import steps_to
@@ -32,6 +33,7 @@ def make_evaluate_node(prm: PRM) -> AsyncNode:
             scores = await prm.ascore_last(state["question"], paths)
         for c, score in zip(todo, scores, strict=True):
             c["score"] = float(score)
+            emit(scored_event(c, state["threshold"]["expansions"]))
         usage = {"prm": {"calls": 1, "time_s": clock.seconds, "scored": len(todo)}}
         report.setdefault("prm_s", clock.seconds)
         report["active_s"] = report.get("active_s", 0.0) + now() - start

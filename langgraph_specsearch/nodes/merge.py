@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from langgraph_specsearch.answers import is_terminal
+from langgraph_specsearch.events import emit
 from langgraph_specsearch.nodes.common import AsyncNode, now
 from langgraph_specsearch.nodes.prefetch import Prefetcher
 from langgraph_specsearch.speculation import (
@@ -132,6 +133,19 @@ def make_merge_node(
             "nodes": len(expand),
             "probe": any(r.get("probe") for r in state["reports"]),
         }
+        emit(
+            {
+                "event": "threshold_updated",
+                "expansion": before["expansions"],
+                "step": point["step"],
+                "decision": decision,
+                "beta": point["beta"],
+                "beta_next": point["beta_next"],
+                "large_scores": [float(s) for s in large_scores],
+                "accepted": point["accepted"],
+                "rejected": point["rejected"],
+            }
+        )
         active = max((r.get("active_s", 0.0) for r in state["reports"]), default=0.0)
         counts = {f"decision_{decision}": 1}
         usage = {"counts": counts, "search": {"active_s": active + now() - start}}

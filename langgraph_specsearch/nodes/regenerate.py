@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from langgraph_specsearch.backends.base import Backend
+from langgraph_specsearch.events import emit, thought_event
 from langgraph_specsearch.nodes.common import AsyncNode, Clock, candidate, now, usage_entry
 from langgraph_specsearch.nodes.draft import large_request, request_key, step_seed
 from langgraph_specsearch.nodes.prefetch import Prefetcher
@@ -79,6 +80,7 @@ def make_regenerate_node(
             calls = 1
         for c in fresh:
             c["verdict"] = "large"
+            emit(thought_event("regenerated", c, state["threshold"]["expansions"]))
         entry = usage_entry(used, seconds)
         entry["calls"] = calls
         report["large_makeup_s" if makeup else "large_s"] = seconds

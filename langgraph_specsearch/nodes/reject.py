@@ -5,11 +5,12 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from langgraph_specsearch.events import emit, verdict_event
 from langgraph_specsearch.nodes.common import AsyncNode, now
 from langgraph_specsearch.nodes.draft import distinct, makeup_limit, request_key
 from langgraph_specsearch.nodes.prefetch import Prefetcher
 from langgraph_specsearch.speculation import SpeculationConfig
-from langgraph_specsearch.threshold import ThresholdConfig, accept
+from langgraph_specsearch.threshold import ThresholdConfig, accept, current_threshold
 from langgraph_specsearch.types import GenerationParams
 
 
@@ -42,6 +43,7 @@ def make_reject_node(
         rng = random.Random(None if seed is None else seed * 100_003 + th["expansions"])
         n, need = state["n"], state.get("need", state["n"])
         candidates = [dict(c) for c in state["candidates"]]
+        beta = current_threshold(th, threshold)  # for the events only
         kept: dict[str, int] = {}
         rejected: dict[str, int] = {}
         drafted: dict[str, int] = {}
@@ -59,6 +61,7 @@ def make_reject_node(
             else:
                 c["verdict"] = "rejected"
                 rejected[parent] = rejected.get(parent, 0) + 1
+            emit(verdict_event(c, th["expansions"], beta))
         probe = (
             speculation.regenerate == "missing"
             and speculation.probe_every > 0
