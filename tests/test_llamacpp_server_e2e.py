@@ -2,7 +2,7 @@
 
 The servers are llama-cpp-python's OpenAI-compatible server (`python -m llama_cpp.server`)
 serving the embedded GGUFs: SmolLM2-135M (small, and the judge) and Gemma-3-270M (large).
-They need the optional `llama-cpp-python[server]` (`pip install -e ".[llamacpp]"`);
+They need the optional `llama-cpp-python[server]` (`pip install -e ".[llamacpp-server]"`);
 without it these tests skip and say so. The dead-endpoint tests need no server.
 """
 
@@ -38,7 +38,7 @@ def _server_missing() -> str | None:
     """Why the llama.cpp server cannot run here (None when it can)."""
     for module in ("llama_cpp", "sse_starlette", "starlette_context", "pydantic_settings"):
         if importlib.util.find_spec(module) is None:
-            return f"{module} is not installed (pip install -e '.[llamacpp]')"
+            return f"{module} is not installed (pip install -e '.[llamacpp-server]')"
     return None
 
 
