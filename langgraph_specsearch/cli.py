@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -66,6 +67,19 @@ def _progress(node: str, update: dict[str, Any]) -> None:
             f"[dim]step {point['step']}: kept {point['accepted']}, rejected {point['rejected']},"
             f" beta -> {beta}[/]"
         )
+
+
+def _event_printer(as_json: bool) -> Callable[[dict[str, Any]], None]:
+    """Print each search event on its own stdout line as it arrives (`--stream`)."""
+    import json
+
+    from langgraph_specsearch.events import describe
+
+    def show(event: dict[str, Any]) -> None:
+        sys.stdout.write((json.dumps(event) if as_json else describe(event)) + "\n")
+        sys.stdout.flush()
+
+    return show
 
 
 def print_human(result: SearchResult) -> None:
@@ -209,6 +223,13 @@ def solve(
         str | None, typer.Option(help="Write the explored tree as mermaid to this file.")
     ] = None,
     show_tree: Annotated[bool, typer.Option(help="Print the explored tree.")] = False,
+    stream: Annotated[
+        bool,
+        typer.Option(help="Print search events as they happen (JSON lines with --json)."),
+    ] = False,
+    html: Annotated[
+        str | None, typer.Option(help="Write the explored tree as a self-contained HTML page.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress lines.")] = False,
 ) -> None:
@@ -279,7 +300,8 @@ def solve(
                 config,
                 checkpoint=checkpoint,
                 thread_id=thread_id,
-                on_update=None if quiet else _progress,
+                on_update=None if quiet or stream else _progress,
+                on_event=_event_printer(as_json) if stream else None,
             )
         )
     except ValueError as exc:
@@ -289,6 +311,13 @@ def solve(
     except Exception as exc:  # a model call failed after retries: say so in one line
         hint = f" (resume: same command with --resume --thread-id {thread_id})"
         fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}{hint}", 1)
+    if html:
+        from langgraph_specsearch.tree_page import write_tree_html
+
+        try:
+            write_tree_html(result, html)
+        except OSError as exc:
+            fail(f"{html}: {exc.strerror or exc}")
     if tree:
         from langgraph_specsearch.viz import search_tree_mermaid
 
@@ -298,7 +327,9 @@ def solve(
         from langgraph_specsearch.viz import search_tree_rich
 
         Console(stderr=as_json).print(search_tree_rich(result))
-    if as_json:
+    if as_json and stream:  # the last JSON line: the whole result
+        sys.stdout.write('{"event": "result", "result": ' + result.model_dump_json() + "}\n")
+    elif as_json:
         sys.stdout.write(result.model_dump_json() + "\n")
     else:
         print_human(result)
@@ -373,6 +404,40 @@ def calibrate(
         f"stored beta {entry.get('beta')} ({entry.get('updates')} updates) in"
         f" {config.threshold_store} for {config.store_key()}"
     )
+
+
+@app.command()
+def viz(
+    result_file: Annotated[
+        str, typer.Argument(help="A result from `solve --json` (or `--stream --json`).")
+    ],
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="HTML file to write.")
+    ] = "tree.html",
+) -> None:
+    """Draw a search result's explored tree as one self-contained HTML page."""
+    import json as _json
+
+    from langgraph_specsearch.tree_page import write_tree_html
+
+    try:
+        with open(result_file, encoding="utf-8") as fh:
+            lines = [line for line in fh.read().splitlines() if line.strip()]
+        if not lines:
+            fail(f"{result_file}: empty file")
+        data = _json.loads(lines[-1])  # `--stream --json`: the last line holds the result
+        if isinstance(data, dict) and data.get("event") == "result":
+            data = data["result"]
+        result = SearchResult.model_validate(data)
+    except OSError as exc:
+        fail(f"{result_file}: {exc.strerror or exc}")
+    except ValueError as exc:  # JSON or validation error
+        fail(f"{result_file}: not a search result ({str(exc).splitlines()[0]})")
+    try:
+        write_tree_html(result, output)
+    except OSError as exc:
+        fail(f"{output}: {exc.strerror or exc}")
+    err.print(f"wrote {output} ({len(result.nodes)} nodes)")
 
 
 def _register_serve() -> None:
