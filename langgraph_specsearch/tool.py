@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
 from langgraph_specsearch.api import Components, SearchConfig, asolve, load_components
 from langgraph_specsearch.background_loop import run_sync
+from langgraph_specsearch.events import writer_from_config
 
 
 class SolveInput(BaseModel):
@@ -41,25 +43,28 @@ def create_specsearch_tool(
 
     Returns:
         A StructuredTool with sync and async entry points; its output is a dict with
-        `answer`, `steps` (text, source, score) and `acceptance_rate`.
+        `answer`, `steps` (text, source, score) and `acceptance_rate`. Run by a graph's tool
+        node, it sends the search's live events (`events.py`) to that graph's custom stream.
     """
-    config = config or SearchConfig()
+    search_config = config or SearchConfig()
     cache: dict[str, Components] = {} if components is None else {"c": components}
     loading = asyncio.Lock()
 
-    async def arun(question: str) -> dict[str, Any]:
+    async def arun(question: str, config: RunnableConfig) -> dict[str, Any]:
         async with loading:  # concurrent first calls load the models once, off the event loop
             if "c" not in cache:
-                cache["c"] = await asyncio.to_thread(load_components, config)
-        result = await asolve(question, config, components=cache["c"])
+                cache["c"] = await asyncio.to_thread(load_components, search_config)
+        # inside a graph (an agent's tool node) the search's events go to that graph's stream
+        writer = writer_from_config(config)
+        result = await asolve(question, search_config, components=cache["c"], on_event=writer)
         return {
             "answer": result.answer,
             "steps": [{"text": s.text, "source": s.source, "score": s.score} for s in result.path],
             "acceptance_rate": result.stats.acceptance_rate,
         }
 
-    def run(question: str) -> dict[str, Any]:
-        return run_sync(arun(question))
+    def run(question: str, config: RunnableConfig) -> dict[str, Any]:
+        return run_sync(arun(question, config))
 
     return StructuredTool.from_function(
         func=run, coroutine=arun, name=name, description=description, args_schema=SolveInput
