@@ -94,6 +94,12 @@ def print_human(result: SearchResult) -> None:
     s = result.stats
     if s.drafts:
         out.print(f"[bold]Acceptance:[/] {s.accepted}/{s.drafts} drafts ({s.acceptance_rate:.0%})")
+    if result.method == "specsearch":
+        out.print(
+            f"[bold]Expansions:[/] {s.expansions} ({s.speculative_expansions} drafted by the small"
+            f" model, {s.warmup_expansions} warm-up, {s.controller_fallbacks} sent to the large"
+            f" model by the controller, {s.probes} probes)"
+        )
     out.print(
         f"[bold]Tokens:[/] small {s.small.generated_tokens}, large {s.large.generated_tokens}"
     )
