@@ -319,3 +319,18 @@ async def test_tgi_math_shepherd_prefill_and_missing_prefill_detected(
     other = MathShepherdTGIPRM(served["rlhflow"][0], retries=0, name="ms-wrong-server")
     with pytest.raises(PRMAlignmentError, match=r"^PRM ms-wrong-server: step 0: the label token"):
         await other.ascore(q, [steps])
+
+
+def test_search_config_selects_model_prms_by_name(saved: dict[str, Path]) -> None:
+    from pydantic import ValidationError
+
+    from langgraph_specsearch.api import SearchConfig, build_prm
+
+    config = SearchConfig(prm="math-shepherd", prm_model=str(saved["math-shepherd"]))
+    prm = build_prm(config, None)
+    assert isinstance(prm, TransformersPRM) and prm.style.name == "math-shepherd"
+    served = SearchConfig(prm="peiyi9979/math-shepherd-mistral-7b-prm", prm_url="http://x:1")
+    assert isinstance(build_prm(served, None), TGIPRM)
+    with pytest.raises(ValidationError, match="unknown PRM 'nope'"):
+        SearchConfig(prm="nope")
+    assert SearchConfig().prm == "combined"  # the embedded default stays the default
