@@ -237,7 +237,8 @@ def test_processbench_metric_and_threshold_rule() -> None:
 def served() -> Iterator[dict[str, tuple[str, Any, Any]]]:
     out = {}
     with_servers = []
-    for style, build in (("math-shepherd", mistral_prm), ("rlhflow", llama_prm)):
+    builds = (("math-shepherd", mistral_prm), ("math-psa", qwen_causal_prm), ("rlhflow", llama_prm))
+    for style, build in builds:
         model, tok = build()
         # top_n at the vocabulary size: "+" and "-" are always among the top tokens
         app_ = create_app(model, tok, model_id=style, max_top_n_tokens=len(tok))
@@ -249,7 +250,7 @@ def served() -> Iterator[dict[str, tuple[str, Any, Any]]]:
         server.__exit__(None, None, None)
 
 
-@pytest.mark.parametrize("style", ["math-shepherd", "rlhflow"])
+@pytest.mark.parametrize("style", ["math-shepherd", "math-psa", "rlhflow"])
 async def test_tgi_top_n_equals_two_label_softmax(
     style: str, served: dict[str, tuple[str, Any, Any]]
 ) -> None:
@@ -291,11 +292,18 @@ async def test_tgi_prefill_reads_label_logprob_in_context(
 async def test_tgi_math_shepherd_prefill_and_missing_prefill_detected(
     served: dict[str, tuple[str, Any, Any]],
 ) -> None:
-    url, _, _ = served["math-shepherd"]
+    url, model, tok = served["math-shepherd"]
     prm = MathShepherdTGIPRM(url, retries=0)
     q, steps = ITEMS[-1]
     scores = (await prm.ascore(q, [steps]))[0]
-    assert len(scores) == 2 and all(0.0 < s < 1.0 for s in scores)
+    # reference: "+" after every tag, P("+") under the full softmax right after each tag
+    text = f"{q} " + "\n".join(f"{s} ки +" for s in steps)
+    ids = tok.encode(text)
+    tag, plus = tok.encode("ки")[-1], tok.encode("+ -")[1]
+    with torch.inference_mode():
+        lp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), dim=-1)
+    want = [math.exp(lp[i, plus]) for i in range(len(ids) - 1) if ids[i] == tag]
+    assert len(want) == 2 and scores == pytest.approx(want, abs=1e-5)
     # a server that drops prompt logprobs (TGI without --enable-prefill-logprobs)
     proxy = FastAPI()
 
