@@ -75,6 +75,11 @@ class SearchConfig(BaseModel):
     carry_threshold: bool = True
     threshold_store: str | None = None
     max_new_tokens: int = Field(48, ge=1)
+    final_max_new_tokens: int | None = Field(None, ge=1)
+    """Budget of a step that finishes the solution (at the depth limit, or the completion
+    step); None: 4 x `max_new_tokens`."""
+    complete: bool = True
+    """When the chosen path states no answer after the search, add one final-answer step."""
     temperature: float = Field(0.7, ge=0.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     seed: int | None = 0
@@ -131,6 +136,7 @@ class SearchConfig(BaseModel):
             temperature=self.temperature,
             top_p=self.top_p,
             seed=self.seed,
+            final_max_new_tokens=self.final_max_new_tokens,
         )
 
 
@@ -262,12 +268,17 @@ def create_search_graph(config: SearchConfig, /, *, components: Components) -> S
             max_depth=config.max_steps,
             children_per_expansion=config.n_drafts,
             aggregate=config.aggregate,
+            complete=config.complete,
         )
     if config.search == "best-of-n":
         from langgraph_specsearch.graphs.best_of_n import create_best_of_n
 
         return create_best_of_n(
-            expander, n=config.n_drafts, max_steps=config.max_steps, aggregate=config.aggregate
+            expander,
+            n=config.n_drafts,
+            max_steps=config.max_steps,
+            aggregate=config.aggregate,
+            complete=config.complete,
         )
     return create_beam_search(
         expander,
@@ -275,6 +286,7 @@ def create_search_graph(config: SearchConfig, /, *, components: Components) -> S
         n=config.n_drafts,
         max_steps=config.max_steps,
         aggregate=config.aggregate,
+        complete=config.complete,
     )
 
 

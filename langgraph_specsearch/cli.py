@@ -86,6 +86,11 @@ def print_human(result: SearchResult) -> None:
     """The answer, the path with sources and scores, and where the time went."""
     out = Console(highlight=False)
     out.print(f"[bold]Answer:[/] {escape(str(result.answer))}")
+    if result.answer is None and result.stats.no_answer_reason:
+        out.print(f"[dim]  ({escape(result.stats.no_answer_reason)})[/]")
+    elif result.stats.answer_from in ("final_step", "completion"):
+        how = "the last step" if result.stats.answer_from == "final_step" else "a completion step"
+        out.print(f"[dim]  (stated by {how}, generated to the end of the solution)[/]")
     out.print(f"[bold]Path[/] ({result.method}, {result.search}):")
     for step in result.path:
         score = "  —  " if step.score is None else f"{step.score:.3f}"
@@ -204,6 +209,13 @@ def solve(
         typer.Option(help="JSON file carrying beta [default: <cache>/thresholds.json]."),
     ] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Token budget per step.")] = 48,
+    final_max_new_tokens: Annotated[
+        int | None,
+        typer.Option(help="Budget of a step that finishes the solution [4 x --max-new-tokens]."),
+    ] = None,
+    complete: Annotated[
+        bool, typer.Option(help="Finish an answer-less chosen path with one more step.")
+    ] = True,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.7,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     engine: Annotated[
@@ -285,6 +297,8 @@ def solve(
             carry_threshold=carry_threshold,
             threshold_store=threshold_store or _default_store(carry_threshold),
             max_new_tokens=max_new_tokens,
+            final_max_new_tokens=final_max_new_tokens,
+            complete=complete,
             temperature=temperature,
             seed=seed,
             engine=engine,  # type: ignore[arg-type]
@@ -464,6 +478,16 @@ def _register_prm_eval() -> None:
 
 
 _register_prm_eval()
+
+
+def _register_bench() -> None:
+    """`specsearch bench`: methods side by side on a dataset, the paper's table."""
+    from langgraph_specsearch.evaluation.command import bench
+
+    app.command("bench")(bench)
+
+
+_register_bench()
 
 
 def main() -> None:

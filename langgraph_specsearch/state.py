@@ -40,7 +40,10 @@ class ExpanderInput(TypedDict):
 
     `n` children are asked of every node in `expand`; `need` (default `n`) is how many of
     them the template can actually use, e.g. a beam of width B keeps at most B children of a
-    node, so SpecSearch's large model only has to make up a shortfall below `need`.
+    node, so SpecSearch's large model only has to make up a shortfall below `need`. `final`
+    (default False) marks the children as the last step (the depth limit, or a completion
+    step): they are generated to the end of the solution, not to the step delimiter, with the
+    larger `final_max_new_tokens` budget.
     """
 
     question: str
@@ -49,6 +52,7 @@ class ExpanderInput(TypedDict):
     n: int
     need: NotRequired[int]
     threshold: ThresholdState
+    final: NotRequired[bool]
 
 
 class ExpanderOutput(TypedDict):
@@ -78,6 +82,7 @@ class PipelineInput(TypedDict):
     need: int
     threshold: ThresholdState
     decision: str
+    final: NotRequired[bool]
 
 
 class PipelineOutput(TypedDict):
@@ -124,6 +129,8 @@ class SearchState(TypedDict):
     usage: Annotated[Usage, add_usage]
     trace: Annotated[list[dict[str, Any]], operator.add]
     started_at: float
+    final: bool
+    completion: str
     answer: str | None
     path: list[dict[str, Any]]
     stats: dict[str, Any]

@@ -11,13 +11,19 @@ FinishReason = Literal["stop_sequence", "eos_token", "length"]
 
 
 class GenerationParams(BaseModel):
-    """Sampling parameters for one step of generation."""
+    """Sampling parameters for one step of generation.
+
+    `final_max_new_tokens` is the budget of a step that finishes the solution (the last step
+    at a search's depth limit, or a completion step), which runs to the end of the solution
+    rather than to the step delimiter; None: 4 x `max_new_tokens`.
+    """
 
     max_new_tokens: int = Field(64, ge=1)
     temperature: float = Field(0.7, ge=0.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     seed: int | None = None
     stop: list[str] = Field(default_factory=lambda: ["\n\n"])
+    final_max_new_tokens: int | None = Field(None, ge=1)
 
 
 class Generation(BaseModel):
@@ -87,6 +93,11 @@ class SearchStats(BaseModel):
     `controller_explorations` speculated anyway to refresh its estimates; `probes` are large
     thoughts asked for to keep beta tracking the large model. `small_drafted_share` is the
     share of expansions the small model drafted.
+
+    `answer_from` says where the answer came from: `search` (a step of the search stated it),
+    `final_step` (the last expansion at the depth limit, which generated to the end of the
+    solution), `completion` (a final-answer step added to the best open path after the
+    search) or `none` (nothing stated an answer; `no_answer_reason` says why).
     """
 
     wall_s: float = 0.0
@@ -105,6 +116,8 @@ class SearchStats(BaseModel):
     controller_explorations: int = 0
     probes: int = 0
     small_drafted_share: float | None = None
+    answer_from: Literal["search", "final_step", "completion", "none", ""] = ""
+    no_answer_reason: str | None = None
 
 
 class SearchResult(BaseModel):

@@ -43,7 +43,7 @@ def test_warmup_then_exact_drafts_kept_and_regenerated() -> None:
     small = ScriptedBackend("small", small_script([[0.9, 0.3, 0.6, 0.1]] * 5))
     large = ScriptedBackend("large", large_script(0.5))
     expander = create_speculative_expander(small, large, ScriptedPRM(by_text), speculation=PAPER)
-    out = run(create_beam_search(expander, beam_width=1, n=4, max_steps=2))
+    out = run(create_beam_search(expander, beam_width=1, n=4, max_steps=2, complete=False))
 
     # Step 1 (warm-up): the large model writes all 4 thoughts, the small one drafts nothing.
     first, second = out["threshold_trace"]
@@ -74,6 +74,7 @@ def test_rejected_drafts_stay_in_the_tree_but_not_in_the_beam() -> None:
             beam_width=2,
             n=2,
             max_steps=2,
+            complete=False,
         )
     )
     nodes = final["nodes"]
@@ -99,6 +100,7 @@ def test_threshold_ema_across_steps() -> None:
             beam_width=1,
             n=2,
             max_steps=3,
+            complete=False,
         )
     )
     betas = [p["beta_next"] for p in out["threshold_trace"]]
@@ -119,6 +121,7 @@ def test_fixed_threshold_ablation_skips_warmup_and_never_updates() -> None:
             beam_width=1,
             n=2,
             max_steps=2,
+            complete=False,
         )
     )
     assert [p["beta"] for p in out["threshold_trace"]] == [0.7, 0.7]
@@ -195,7 +198,7 @@ def test_regenerate_makes_exactly_one_thought_per_rejected_draft() -> None:
     expander = create_speculative_expander(
         ScriptedBackend("small", small), large_backend, ScriptedPRM(by_text), speculation=PAPER
     )
-    out = run(create_beam_search(expander, beam_width=2, n=2, max_steps=2))
+    out = run(create_beam_search(expander, beam_width=2, n=2, max_steps=2, complete=False))
     # Parent s0 lost one draft, parent s1 two: the large model writes 3 thoughts, not 4.
     assert out["threshold_trace"][1]["rejected"] == 3
     assert large_backend.generated == 2 + 3

@@ -145,7 +145,10 @@ def test_best_value_final_rule_takes_the_best_terminal() -> None:
     backend = landscape_backend(TRAP)
     out, _ = run_full(
         create_mcts(
-            create_ar_expander(backend, ScriptedPRM(by_text)), iterations=3, final="best_value"
+            create_ar_expander(backend, ScriptedPRM(by_text)),
+            iterations=3,
+            final="best_value",
+            complete=False,
         )
     )
     assert out["answer"] == "7"
@@ -155,6 +158,7 @@ def test_best_value_final_rule_takes_the_best_terminal() -> None:
             create_ar_expander(landscape_backend(TRAP), ScriptedPRM(by_text)),
             iterations=2,
             final="best_value",
+            complete=False,
         )
     )
     assert out["answer"] is None and [s["text"].split()[0] for s in out["path"]] == ["A", "A0"]
@@ -189,7 +193,12 @@ def test_terminal_leaf_is_reselected_without_calling_the_expander() -> None:
 def test_max_depth_caps_the_tree() -> None:
     backend = ScriptedBackend("large", lambda prompt, call, i: f"s{call}{i} 0.5")
     _, final = run_full(
-        create_mcts(create_ar_expander(backend, ScriptedPRM(by_text)), iterations=20, max_depth=2)
+        create_mcts(
+            create_ar_expander(backend, ScriptedPRM(by_text)),
+            iterations=20,
+            max_depth=2,
+            complete=False,
+        )
     )
     assert max(n["step"] for n in final["nodes"].values()) == 2
     assert len(backend.calls) == 3  # root, then its two children; depth-2 leaves stop it.
@@ -210,6 +219,7 @@ def test_rollout_values() -> None:
             iterations=1,
             value="rollout",
             rollout=rollout,
+            complete=False,
         )
     )
     assert sorted(seen) == [["A 0.9"], ["B 0.6"]]
@@ -241,7 +251,9 @@ def test_specsearch_expander_inside_mcts() -> None:
     small = ScriptedBackend("small", lambda prompt, call, i: f"small{call}{i} {[0.9, 0.2][i]}")
     large = ScriptedBackend("large", lambda prompt, call, i: f"large{call}{i} 0.5")
     prm = ScriptedPRM(by_text)
-    out, final = run_full(create_mcts(create_speculative_expander(small, large, prm), iterations=3))
+    out, final = run_full(
+        create_mcts(create_speculative_expander(small, large, prm), iterations=3, complete=False)
+    )
     trace = out["threshold_trace"]
     assert len(trace) == 3
     # Warm-up: the large model makes the first expansion (at the root, depth 1).
@@ -259,9 +271,9 @@ def test_specsearch_expander_inside_mcts() -> None:
 
 def test_tree_statistics_survive_a_checkpoint() -> None:
     backend = landscape_backend(TRAP)
-    graph = create_mcts(create_ar_expander(backend, ScriptedPRM(by_text)), iterations=2).compile(
-        checkpointer=InMemorySaver()
-    )
+    graph = create_mcts(
+        create_ar_expander(backend, ScriptedPRM(by_text)), iterations=2, complete=False
+    ).compile(checkpointer=InMemorySaver())
     config: RunnableConfig = {"configurable": {"thread_id": "ckpt"}}
     graph.invoke({"question": "q"}, config)
     nodes = graph.get_state(config).values["nodes"]

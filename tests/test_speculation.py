@@ -60,7 +60,7 @@ def test_missing_asks_only_the_shortfall_per_node_and_nodes_run_alone() -> None:
     expander = create_speculative_expander(
         small, large, ScriptedPRM(by_text), speculation=SEQUENTIAL
     )
-    out = run(create_beam_search(expander, beam_width=2, n=4, max_steps=2))
+    out = run(create_beam_search(expander, beam_width=2, n=4, max_steps=2, complete=False))
     second = out["threshold_trace"][1]
     # need = beam width = 2: node 0 kept 3 drafts (no large call), node 1 kept 1 (one made up).
     assert (second["accepted"], second["rejected"]) == (4, 4)
@@ -83,7 +83,7 @@ def test_all_regenerates_every_rejected_draft_in_one_lockstep_call() -> None:
     expander = create_speculative_expander(
         small, large, ScriptedPRM(by_text), speculation=SpeculationConfig.paper()
     )
-    out = run(create_beam_search(expander, beam_width=2, n=4, max_steps=2))
+    out = run(create_beam_search(expander, beam_width=2, n=4, max_steps=2, complete=False))
     assert out["threshold_trace"][1]["large_scores"] == [0.5] * 4
     assert len(small.calls) == 2 - 1  # lock-step: one draft call for both nodes
     assert len(large.calls[1][0]) == 4  # one prompt per rejected draft
@@ -97,7 +97,7 @@ def test_blank_drafts_are_rejected_and_counted() -> None:
     expander = create_speculative_expander(
         ScriptedBackend("small", small), large, ScriptedPRM(by_text), speculation=SEQUENTIAL
     )
-    out = run(create_beam_search(expander, beam_width=1, n=2, max_steps=2))
+    out = run(create_beam_search(expander, beam_width=1, n=2, max_steps=2, complete=False))
     stats = out["stats"]
     assert (stats["drafts"], stats["accepted"], stats["rejected"]) == (2, 1, 1)
     assert out["threshold_trace"][1]["rejected"] == 1
@@ -110,7 +110,7 @@ def test_greedy_drafts_are_made_and_counted_once() -> None:
     expander = create_speculative_expander(
         small, large, ScriptedPRM(by_text), speculation=SEQUENTIAL, draft_params=greedy
     )
-    out = run(create_beam_search(expander, beam_width=1, n=4, max_steps=2))
+    out = run(create_beam_search(expander, beam_width=1, n=4, max_steps=2, complete=False))
     assert small.calls[0][1] == 1 and large.calls[0][1] == 1
     assert out["stats"]["drafts"] == 1 and out["stats"]["large"]["generated_tokens"] == 2
 
@@ -120,7 +120,7 @@ def test_probe_asks_the_large_model_when_it_has_been_idle() -> None:
     large = ScriptedBackend("large", large_by_node)
     cfg = SpeculationConfig(concurrent="off", controller="off", probe_every=2)
     expander = create_speculative_expander(small, large, ScriptedPRM(by_text), speculation=cfg)
-    out = run(create_beam_search(expander, beam_width=1, n=2, max_steps=5))
+    out = run(create_beam_search(expander, beam_width=1, n=2, max_steps=5, complete=False))
     decisions = [
         (p["decision"], p["probe"], len(p["large_scores"])) for p in out["threshold_trace"]
     ]
@@ -144,7 +144,7 @@ def test_store_carries_beta_to_the_next_problem_without_warmup(tmp_path) -> None
         expander = create_speculative_expander(
             small, large, ScriptedPRM(by_text), speculation=SEQUENTIAL, store=store
         )
-        return run(create_beam_search(expander, beam_width=1, n=2, max_steps=2))
+        return run(create_beam_search(expander, beam_width=1, n=2, max_steps=2, complete=False))
 
     first = search()
     assert first["threshold_trace"][0]["decision"] == "warmup"
@@ -156,9 +156,7 @@ def test_store_carries_beta_to_the_next_problem_without_warmup(tmp_path) -> None
     assert point["decision"] == "speculate" and point["beta"] == pytest.approx(saved["beta"])
     # a fresh store object over the same file restores it too
     restored = ThresholdStore(path, key="pair").load() or {}
-    assert restored["beta"] == pytest.approx(
-        second["threshold_trace"][-1]["beta_next"]
-    )
+    assert restored["beta"] == pytest.approx(second["threshold_trace"][-1]["beta_next"])
 
 
 class DelayedLarge:
@@ -201,7 +199,7 @@ def _concurrent_children(delays: dict[int, float]) -> tuple[list[str], DelayedLa
     expander = create_speculative_expander(
         small, large, ScriptedPRM(by_text), speculation=cfg, draft_params=GenerationParams(seed=5)
     )
-    graph = create_beam_search(expander, beam_width=2, n=3, max_steps=2).compile()
+    graph = create_beam_search(expander, beam_width=2, n=3, max_steps=2, complete=False).compile()
     out = run_virtual(graph.ainvoke({"question": "q"}))
     texts = [s["text"] for s in out["path"]]
     return texts + [str(out["threshold_trace"][1]["large_scores"])], large

@@ -8,11 +8,18 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
 from langgraph_specsearch.events import answer_event, emit, step_chosen_event
-from langgraph_specsearch.graphs.finalize import final_output, score_path
+from langgraph_specsearch.graphs.finalize import (
+    completing,
+    completion_target,
+    final_output,
+    score_path,
+    start_completion,
+)
 from langgraph_specsearch.graphs.frontier import (
     FrontierState,
     compile_expander,
     frontier_route,
+    is_final,
     start_frontier,
     take_children,
 )
@@ -32,6 +39,7 @@ def create_beam_search(
     n: int = 4,
     max_steps: int = 6,
     aggregate: Aggregation = "last",
+    complete: bool = True,
 ) -> StateGraph:
     """Create a step-level beam search that knows nothing of models.
 
@@ -41,6 +49,11 @@ def create_beam_search(
     frontier. The search stops when the frontier is empty, `beam_width` paths are completed,
     or `max_steps` rounds have run; the answer is read off the best completed path (the best
     open path when none completed).
+
+    Every search ends with an answer where one can be had: the round at the depth limit is
+    expanded `final` (its thoughts run to the end of the solution, not to the step delimiter),
+    and if the chosen path still states no answer, its leaf gets one more `final` child, the
+    completion step (`complete=False` turns that step off). `stats.answer_from` says which.
 
     A node can put at most `beam_width` children into the next beam, so the expander is told
     `need = min(n, beam_width)`: SpecSearch's large model only makes up a shortfall below it
@@ -56,6 +69,7 @@ def create_beam_search(
         n: Children per frontier node per round (drafts per beam).
         max_steps: Maximum rounds, i.e. reasoning steps.
         aggregate: How per-step PRM scores become a path score (`last`, `min`, `prod`, `mean`).
+        complete: Add a completion step when the chosen path states no answer.
 
     Returns:
         An uncompiled StateGraph; input `{"question"}`, output `{"answer", "path", "stats",
@@ -68,19 +82,36 @@ def create_beam_search(
 
     def init(state: BeamState) -> dict[str, Any]:
         # a node contributes at most `beam_width` children to the next beam
-        return start_frontier(state["question"], n, need=beam_width)
+        return {**start_frontier(state["question"], n, need=beam_width), "final": max_steps <= 1}
 
     def select(state: BeamState) -> dict[str, Any]:
         new, completed, open_ids = take_children(state)
+        if completing(state):  # the completion step's child: nothing more to select
+            return {"nodes": new}
         table = {**state["nodes"], **new}
         ranked = sorted(open_ids, key=lambda i: score_path(table, i, aggregate), reverse=True)
         frontier = ranked[: max(beam_width - len(completed), 0)]
         emit(step_chosen_event("beam", table, frontier))
-        return {"nodes": new, "completed": completed, "frontier": frontier, "expand": frontier}
+        return {
+            "nodes": new,
+            "completed": completed,
+            "frontier": frontier,
+            "expand": frontier,
+            "final": is_final(table, frontier, max_steps),
+        }
+
+    def target(state: BeamState) -> str | None:
+        candidates = state["completed"] or state["frontier"]
+        return completion_target(state["nodes"], candidates, aggregate) if complete else None
+
+    def start_complete(state: BeamState) -> dict[str, Any]:
+        leaf = target(state)
+        assert leaf is not None  # routed here only when there is one
+        return start_completion(leaf)
 
     def finalize(state: BeamState) -> dict[str, Any]:
         candidates = state["completed"] or state["frontier"]
-        out = final_output(state, candidates, aggregate)
+        out = final_output(state, candidates, aggregate, final_depth=max_steps)
         emit(answer_event("beam", out))
         return out
 
@@ -92,8 +123,11 @@ def create_beam_search(
     builder.add_edge(START, "init")
     builder.add_edge("init", "expand")
     builder.add_edge("expand", "select")
-    builder.add_conditional_edges(
-        "select", frontier_route(max_steps, "finalize"), ["expand", "finalize"]
-    )
+    ends = ["expand", "finalize"]
+    if complete:
+        builder.add_node("complete", start_complete)
+        builder.add_edge("complete", "expand")
+        ends.append("complete")
+    builder.add_conditional_edges("select", frontier_route(max_steps, "finalize", target), ends)
     builder.add_edge("finalize", END)
     return builder

@@ -16,11 +16,17 @@ from langgraph.graph.state import CompiledStateGraph
 
 from langgraph_specsearch.answers import extract_answer
 from langgraph_specsearch.events import answer_event, emit, step_chosen_event
-from langgraph_specsearch.graphs.finalize import final_output, score_path
+from langgraph_specsearch.graphs.finalize import (
+    completion_target,
+    final_output,
+    score_path,
+    start_completion,
+)
 from langgraph_specsearch.graphs.frontier import (
     FrontierState,
     compile_expander,
     frontier_route,
+    is_final,
     start_frontier,
     take_children,
 )
@@ -96,6 +102,7 @@ def create_best_of_n(
     max_steps: int = 6,
     aggregate: Aggregation = "last",
     vote: Vote = "weighted",
+    complete: bool = True,
 ) -> StateGraph:
     """Create a step-level best-of-N search with answer voting that knows nothing of models.
 
@@ -111,12 +118,14 @@ def create_best_of_n(
     - `weighted`: the answer with the largest sum of aggregated path scores (ties: count).
     - `best`: the answer of the highest-scoring path.
 
-    Paths that state no answer do not vote. The output `answer` is the voted answer in its
-    normalised form and `path` is the best-scoring path that states it; with no answer
-    anywhere, the best path by score is returned with `answer=None`. The tallies are
-    kept in the `votes` state key (`{normalised answer: {"count", "weight", "best",
-    "paths"}}`), outside the output schema: read them with a checkpointer
-    (`graph.get_state(config).values["votes"]`) or by streaming `values`.
+    The round at the depth limit is expanded `final` (thoughts run to the end of the
+    solution); when still no path states an answer, the best path by score gets one more
+    `final` step, the completion step. Paths that state no answer do not vote. The output
+    `answer` is the voted answer in its normalised form and `path` is the best-scoring path
+    that states it; with no answer anywhere, the best path by score is returned with
+    `answer=None`. The tallies are kept in the `votes` state key (`{normalised answer:
+    {"count", "weight", "best", "paths"}}`), outside the output schema: read them with a
+    checkpointer (`graph.get_state(config).values["votes"]`) or by streaming `values`.
 
     Swap the expander to change the method and nothing else: `create_ar_expander` (AR),
     `create_sps_expander` (SpS), `create_speculative_expander` (SpecSearch).
@@ -128,6 +137,7 @@ def create_best_of_n(
         max_steps: Maximum rounds, i.e. reasoning steps per path.
         aggregate: How per-step PRM scores become a path score (`last`, `min`, `prod`, `mean`).
         vote: `weighted`, `majority` or `best`.
+        complete: When no path states an answer, add a completion step to the best one.
 
     Returns:
         An uncompiled StateGraph; input `{"question"}`, output `{"answer", "path", "stats",
@@ -141,11 +151,12 @@ def create_best_of_n(
     compiled = compile_expander(expander)
 
     def init(state: BestOfNState) -> dict[str, Any]:
-        return start_frontier(state["question"], n)
+        return {**start_frontier(state["question"], n), "final": max_steps <= 1}
 
     def collect(state: BestOfNState) -> dict[str, Any]:
         new, completed, frontier = take_children(state)
-        emit(step_chosen_event("best-of-n", {**state["nodes"], **new}, frontier))
+        table = {**state["nodes"], **new}
+        emit(step_chosen_event("best-of-n", table, frontier))
         return {
             "nodes": new,
             "completed": completed,
@@ -153,7 +164,19 @@ def create_best_of_n(
             "expand": frontier,
             "n": 1,
             "need": 1,
+            "final": is_final(table, frontier, max_steps),
         }
+
+    def target(state: BestOfNState) -> str | None:
+        leaves = state["completed"] + state["frontier"]
+        if not complete or tally(state["nodes"], leaves, aggregate):
+            return None  # some path states an answer: the vote has one
+        return completion_target(state["nodes"], leaves, aggregate)
+
+    def start_complete(state: BestOfNState) -> dict[str, Any]:
+        leaf = target(state)
+        assert leaf is not None  # routed here only when there is one
+        return start_completion(leaf)
 
     def finalize(state: BestOfNState) -> dict[str, Any]:
         nodes = state["nodes"]
@@ -161,9 +184,10 @@ def create_best_of_n(
         votes = tally(nodes, leaves, aggregate)
         chosen = winner(votes, vote)
         if chosen is None:
-            out = final_output(state, leaves, aggregate)
+            out = final_output(state, leaves, aggregate, final_depth=max_steps)
         else:
-            out = {**final_output(state, votes[chosen]["paths"], aggregate), "answer": chosen}
+            paths = votes[chosen]["paths"]
+            out = {**final_output(state, paths, aggregate, final_depth=max_steps), "answer": chosen}
         emit(answer_event("best-of-n", out))
         return {**out, "votes": votes}
 
@@ -175,6 +199,11 @@ def create_best_of_n(
     builder.add_edge(START, "init")
     builder.add_edge("init", "expand")
     builder.add_edge("expand", "collect")
-    builder.add_conditional_edges("collect", frontier_route(max_steps, "vote"), ["expand", "vote"])
+    ends = ["expand", "vote"]
+    if complete:
+        builder.add_node("complete", start_complete)
+        builder.add_edge("complete", "expand")
+        ends.append("complete")
+    builder.add_conditional_edges("collect", frontier_route(max_steps, "vote", target), ends)
     builder.add_edge("vote", END)
     return builder

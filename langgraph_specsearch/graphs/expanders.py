@@ -68,6 +68,7 @@ def _fan_out(per_node: bool):  # type: ignore[no-untyped-def]
                     "need": min(state.get("need") or n, n),
                     "threshold": state["threshold"],
                     "decision": state["decision"],
+                    "final": bool(state.get("final")),
                 },
             )
             for group in groups

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
+from langgraph_specsearch.graphs.finalize import completing
 from langgraph_specsearch.state import ROOT_ID, SearchState, start_search
 
 
@@ -46,13 +47,27 @@ def take_children(state: FrontierState) -> tuple[dict[str, Any], list[str], list
     return new, completed, [c["id"] for c in live if not c["terminal"]]
 
 
-def frontier_route(max_steps: int, done: str) -> Callable[[FrontierState], str]:
-    """Route to "expand" while the frontier is open and shallower than `max_steps`."""
+def frontier_route(
+    max_steps: int,
+    done: str,
+    target: Callable[[Any], str | None] | None = None,
+) -> Callable[[FrontierState], str]:
+    """Route to "expand" while the frontier is open and shallower than `max_steps`; then to
+    "complete" when `target` names a leaf to complete (once), else to `done`."""
 
     def route(state: FrontierState) -> str:
+        if completing(state):
+            return done
         frontier = state["frontier"]
         if frontier and state["nodes"][frontier[0]]["step"] < max_steps:
             return "expand"
+        if target is not None and target(state) is not None:
+            return "complete"
         return done
 
     return route
+
+
+def is_final(nodes: Mapping[str, Mapping[str, Any]], frontier: list[str], max_steps: int) -> bool:
+    """Whether expanding `frontier` makes the last step the depth limit allows."""
+    return bool(frontier) and nodes[frontier[0]]["step"] + 1 >= max_steps

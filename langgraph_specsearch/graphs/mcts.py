@@ -40,7 +40,13 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph_specsearch.answers import is_terminal
 from langgraph_specsearch.backends.base import Backend
 from langgraph_specsearch.events import answer_event, emit, step_chosen_event
-from langgraph_specsearch.graphs.finalize import final_output, score_path
+from langgraph_specsearch.graphs.finalize import (
+    completing,
+    completion_target,
+    final_output,
+    score_path,
+    start_completion,
+)
 from langgraph_specsearch.graphs.frontier import compile_expander
 from langgraph_specsearch.nodes.common import Clock, as_node
 from langgraph_specsearch.prm.base import PRM, Aggregation
@@ -237,6 +243,7 @@ def create_mcts(
     rollout: Rollout | None = None,
     final: FinalRule = "most_visited",
     aggregate: Aggregation = "last",
+    complete: bool = True,
 ) -> StateGraph:
     """Create a step-level Monte Carlo tree search that knows nothing of models.
 
@@ -259,6 +266,11 @@ def create_mcts(
       (ties: higher Q) down to a leaf; the answer is read off that path. `best_value`: the
       terminal node with the best aggregated path score; when no terminal node exists, the
       most visited node among the deepest ones.
+    - **Every search ends with an answer** where one can be had: an expansion whose children
+      reach `max_depth` is `final` (its thoughts run to the end of the solution, not to the
+      step delimiter); if the chosen path still states no answer (e.g. the iterations ran out
+      above `max_depth`), its leaf gets one more `final` child, the completion step, which is
+      evaluated and backpropagated like any expansion (`complete=False` turns it off).
 
     Swap the expander to change the method and nothing else: `create_ar_expander` (AR),
     `create_sps_expander` (SpS), `create_speculative_expander` (SpecSearch).
@@ -275,6 +287,7 @@ def create_mcts(
         rollout: Async `rollout(question, steps) -> float`; required with `value="rollout"`.
         final: `most_visited` or `best_value`.
         aggregate: How per-step PRM scores become a path score (`last`, `min`, `prod`, `mean`).
+        complete: Add a completion step when the chosen path states no answer.
 
     Returns:
         An uncompiled StateGraph; input `{"question"}`, output `{"answer", "path", "stats",
@@ -312,6 +325,7 @@ def create_mcts(
             "need": children_per_expansion,
             "values": {},
             "children": [],
+            "final": state["nodes"][leaf]["step"] + 1 >= max_depth,
         }
 
     def route_select(state: MCTSState) -> str:
@@ -342,12 +356,27 @@ def create_mcts(
         updates = backpropagate(state["nodes"], state["leaf"], state["values"])
         return {"nodes": updates, "iteration": state["iteration"] + 1}
 
+    def target(state: MCTSState) -> str | None:
+        if not complete:
+            return None
+        return completion_target(state["nodes"], final_candidates(state["nodes"], final), aggregate)
+
     def route_backprop(state: MCTSState) -> str:
+        if completing(state):
+            return "finalize"
         done = state["iteration"] >= iterations or is_solved(state["nodes"], ROOT_ID, max_depth)
-        return "finalize" if done else "select"
+        if not done:
+            return "select"
+        return "complete" if target(state) is not None else "finalize"
+
+    def start_complete(state: MCTSState) -> dict[str, Any]:
+        leaf = target(state)
+        assert leaf is not None  # routed here only when there is one
+        return {**start_completion(leaf), "leaf": leaf, "values": {}, "children": []}
 
     def finalize(state: MCTSState) -> dict[str, Any]:
-        out = final_output(state, final_candidates(state["nodes"], final), aggregate)
+        candidates = final_candidates(state["nodes"], final)
+        out = final_output(state, candidates, aggregate, final_depth=max_depth)
         emit(answer_event("mcts", out))
         return out
 
@@ -363,6 +392,11 @@ def create_mcts(
     builder.add_conditional_edges("select", route_select, ["expand", "backpropagate"])
     builder.add_edge("expand", "evaluate")
     builder.add_edge("evaluate", "backpropagate")
-    builder.add_conditional_edges("backpropagate", route_backprop, ["select", "finalize"])
+    ends = ["select", "finalize"]
+    if complete:
+        builder.add_node("complete", start_complete)
+        builder.add_edge("complete", "expand")
+        ends.append("complete")
+    builder.add_conditional_edges("backpropagate", route_backprop, ends)
     builder.add_edge("finalize", END)
     return builder

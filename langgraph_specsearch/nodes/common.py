@@ -11,7 +11,8 @@ from langchain_core.runnables import RunnableConfig, RunnableLambda
 
 from langgraph_specsearch.background_loop import run_sync
 from langgraph_specsearch.events import writer_from_config, writing_to
-from langgraph_specsearch.types import Generation
+from langgraph_specsearch.prompts import PromptFormat
+from langgraph_specsearch.types import Generation, GenerationParams
 
 AsyncNode = Callable[[dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]
 
@@ -80,3 +81,20 @@ class Clock:
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = now() - self.start
+
+
+#: A finishing step's token budget when `final_max_new_tokens` is unset: this many steps' worth.
+FINAL_BUDGET_STEPS = 4
+
+
+def step_params(
+    params: GenerationParams, fmt: PromptFormat, state: dict[str, Any]
+) -> GenerationParams:
+    """The call's stop strings and budget: to the step delimiter, or for a `final` expansion
+    to the end of the solution (the format's other stops) with `final_max_new_tokens`."""
+    stops = fmt.stop_sequences()
+    if not state.get("final"):
+        return params.model_copy(update={"stop": stops})
+    budget = params.final_max_new_tokens or FINAL_BUDGET_STEPS * params.max_new_tokens
+    finishing = [s for s in stops if s != fmt.delimiter]
+    return params.model_copy(update={"stop": finishing, "max_new_tokens": budget})

@@ -12,7 +12,14 @@ from typing import Any
 
 from langgraph_specsearch.backends.base import Backend
 from langgraph_specsearch.events import emit, thought_event
-from langgraph_specsearch.nodes.common import AsyncNode, Clock, candidate, now, usage_entry
+from langgraph_specsearch.nodes.common import (
+    AsyncNode,
+    Clock,
+    candidate,
+    now,
+    step_params,
+    usage_entry,
+)
 from langgraph_specsearch.nodes.prefetch import Prefetcher
 from langgraph_specsearch.speculation import SpeculationConfig
 from langgraph_specsearch.state import steps_to
@@ -66,7 +73,7 @@ async def large_request(
     """One large-model thought for `parent` (make-up request `index`) and its seconds."""
     prompt = large.prompt_format.render(state["question"], steps_to(state["nodes"], parent))
     call = request_params(params, state, parent, index)
-    call = call.model_copy(update={"stop": large.prompt_format.stop_sequences()})
+    call = step_params(call, large.prompt_format, state)
     with Clock() as clock:
         outputs = await large.agenerate([prompt], n=1, params=call)
     return outputs[0][0], clock.seconds
@@ -108,7 +115,7 @@ def make_draft_node(
         ]
         # per-node pipelines draft in separate calls: a per-node salt keeps their samples apart
         call_params = step_seed(params, state, salt=1 + zlib.crc32(parents[0].encode()) % 100_003)
-        call_params = call_params.model_copy(update={"stop": small.prompt_format.stop_sequences()})
+        call_params = step_params(call_params, small.prompt_format, state)
         with Clock() as clock:
             outputs = await small.agenerate(prompts, n=m, params=call_params)
         candidates = [

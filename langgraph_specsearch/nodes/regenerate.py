@@ -7,7 +7,14 @@ from typing import Any
 
 from langgraph_specsearch.backends.base import Backend
 from langgraph_specsearch.events import emit, thought_event
-from langgraph_specsearch.nodes.common import AsyncNode, Clock, candidate, now, usage_entry
+from langgraph_specsearch.nodes.common import (
+    AsyncNode,
+    Clock,
+    candidate,
+    now,
+    step_params,
+    usage_entry,
+)
 from langgraph_specsearch.nodes.draft import large_request, request_key, step_seed
 from langgraph_specsearch.nodes.prefetch import Prefetcher
 from langgraph_specsearch.state import steps_to
@@ -65,8 +72,7 @@ def make_regenerate_node(
                 large.prompt_format.render(state["question"], steps_to(nodes, p)) for p in parents
             ]
             call_params = step_seed(params, state, salt=2)
-            stop = large.prompt_format.stop_sequences()
-            call_params = call_params.model_copy(update={"stop": stop})
+            call_params = step_params(call_params, large.prompt_format, state)
             with Clock() as clock:
                 outputs = await large.agenerate(prompts, n=n, params=call_params)
             used = [g for gens in outputs for g in gens]

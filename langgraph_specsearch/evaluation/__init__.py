@@ -1,0 +1,1 @@
+"""Evaluation: datasets, methods and ablations, interleaved runs, grading, tables and plots."""

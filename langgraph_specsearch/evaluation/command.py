@@ -1,0 +1,414 @@
+"""`specsearch bench`: the paper's table (accuracy, latency, speed-ups) for any models and data."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from langgraph_specsearch.api import SearchConfig
+from langgraph_specsearch.evaluation.datasets import Problem, load_problems, warmup_problem
+from langgraph_specsearch.evaluation.methods import method_config, parse_methods
+from langgraph_specsearch.evaluation.records import make_record
+from langgraph_specsearch.evaluation.runner import Run, Runner
+from langgraph_specsearch.evaluation.summary import markdown_table, summarize, table_rows
+
+err = Console(stderr=True, highlight=False)
+RESULTS, CONFIG, SUMMARY_JSON, SUMMARY_MD = (
+    "results.jsonl",
+    "config.json",
+    "summary.json",
+    "summary.md",
+)
+
+
+class BenchError(ValueError):
+    """Bad input or state of a bench run: one line, exit 2."""
+
+
+def package_version() -> str:
+    """The installed package's version."""
+    try:
+        return version("langgraph-specsearch")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of an earlier (possibly interrupted) run; a torn last line is dropped."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # the line being written when the run was killed
+    return records
+
+
+def run_identity(
+    dataset: str, split: str, problems: list[Problem], methods: list[str], repeats: int,
+    configs: dict[str, SearchConfig],
+) -> dict[str, Any]:  # fmt: skip
+    """What a resumed run must share with the run it continues."""
+    volatile = {"threshold_store", "small_url", "large_url", "prm_url"}
+    return {
+        "dataset": dataset,
+        "split": split,
+        "problems": [p.id for p in problems],
+        "methods": methods,
+        "repeats": repeats,
+        "configs": {
+            m: {k: v for k, v in c.model_dump(mode="json").items() if k not in volatile}
+            for m, c in configs.items()
+        },
+    }
+
+
+def check_resume(out: Path, identity: dict[str, Any], resume: bool) -> list[dict[str, Any]]:
+    """Records to keep: none for a fresh run (refusing to overwrite one), the old ones on resume."""
+    results = out / RESULTS
+    if not resume:
+        if results.exists() and results.stat().st_size:
+            raise BenchError(f"{out} already holds results: pass --resume or another --out")
+        return []
+    config = out / CONFIG
+    if not config.exists():
+        raise BenchError(f"--resume: {out} holds no {CONFIG} of an earlier run")
+    before = json.loads(config.read_text(encoding="utf-8")).get("identity", {})
+    for key, value in identity.items():
+        if before.get(key) != value:
+            raise BenchError(f"--resume: the run in {out} had another {key!r}; use another --out")
+    return read_records(results)
+
+
+class RejectRate:
+    """SpecSearch's rejection rate so far in the run (for `random-rejection`)."""
+
+    def __init__(self, default: float, records: list[dict[str, Any]]) -> None:
+        self.default = default
+        self.drafts = sum(r["drafts"] for r in records if r["method"] == "specsearch")
+        self.rejected = sum(r["rejected"] for r in records if r["method"] == "specsearch")
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Count a finished SpecSearch run."""
+        if record["method"] == "specsearch":
+            self.drafts += record["drafts"]
+            self.rejected += record["rejected"]
+
+    @property
+    def rate(self) -> float:
+        """Rejected / drafted, or the default before any draft."""
+        return self.rejected / self.drafts if self.drafts else self.default
+
+
+def print_table(summary: dict[str, Any], console: Console) -> None:
+    """The paper-shaped table."""
+    header, cells = table_rows(summary)
+    table = Table(title=f"{summary['problems']} problems, {summary['runs_per_method']} runs each")
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i == 0 else "right")
+    for row in cells:
+        table.add_row(*row)
+    console.print(table)
+
+
+def bench(
+    dataset: Annotated[str, typer.Option(help="gsm8k | math500 | a JSONL file.")] = "gsm8k",
+    split: Annotated[str, typer.Option(help="Dataset split (the shipped sets: test).")] = "test",
+    limit: Annotated[int | None, typer.Option(help="Keep the first N problems.")] = None,
+    sample: Annotated[int | None, typer.Option(help="Draw N problems at random (--seed).")] = None,
+    methods: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated: ar, sps, specsearch, fixed-threshold, random-rejection,"
+            " accept-all, large-only, beta-per-problem, beta-carried, regenerate-all,"
+            " regenerate-missing, specsearch-paper."
+        ),
+    ] = "ar,sps,specsearch",
+    search: Annotated[str, typer.Option(help="beam | mcts | best-of-n")] = "beam",
+    small: Annotated[str, typer.Option(help="Small model.")] = "smollm2-135m",
+    large: Annotated[str, typer.Option(help="Large model.")] = "gemma3-270m",
+    small_url: Annotated[str | None, typer.Option(help="Endpoint of the small model.")] = None,
+    large_url: Annotated[str | None, typer.Option(help="Endpoint of the large model.")] = None,
+    prm_url: Annotated[str | None, typer.Option(help="Endpoint of the judge PRM.")] = None,
+    protocol: Annotated[str, typer.Option(help="auto | tgi | openai")] = "auto",
+    prompt_format: Annotated[str, typer.Option(help="fewshot | chatml (endpoints)")] = "fewshot",
+    prm: Annotated[str, typer.Option(help="PRM name (as in solve).")] = "combined",
+    prm_model: Annotated[str | None, typer.Option(help="PRM checkpoint or served name.")] = None,
+    n_drafts: Annotated[int, typer.Option(help="Thoughts per expanded node (N).")] = 4,
+    beam_width: Annotated[int, typer.Option(help="Beams kept per step.")] = 2,
+    max_steps: Annotated[int, typer.Option(help="Maximum reasoning steps.")] = 6,
+    iterations: Annotated[int, typer.Option(help="MCTS iterations.")] = 8,
+    theta: Annotated[float, typer.Option(help="EMA weight of the threshold.")] = 0.9,
+    estimator: Annotated[str, typer.Option(help="mean | median | quantile | lcb")] = "mean",
+    warmup_steps: Annotated[int, typer.Option(help="Expansions by the large model first.")] = 1,
+    fixed_threshold: Annotated[float, typer.Option(help="Threshold of fixed-threshold.")] = 0.5,
+    reject_rate: Annotated[
+        float, typer.Option(help="random-rejection's rate until SpecSearch has one.")
+    ] = 0.5,
+    large_sd: Annotated[
+        bool, typer.Option(help="Token-level SD in SpecSearch's regeneration.")
+    ] = False,
+    max_new_tokens: Annotated[int, typer.Option(help="Token budget per step.")] = 48,
+    final_max_new_tokens: Annotated[
+        int | None, typer.Option(help="Budget of a step that finishes the solution [4x].")
+    ] = None,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
+    seed: Annotated[int, typer.Option(help="Seed of --sample and of the searches.")] = 0,
+    engine: Annotated[str, typer.Option(help="auto | transformers | llamacpp")] = "auto",
+    device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N | mps")] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32 | bfloat16 | float16")] = None,
+    concurrency: Annotated[
+        int, typer.Option(help="Problems at once against endpoints (local models: 1).")
+    ] = 1,
+    repeats: Annotated[int, typer.Option(help="Runs per problem and method (seeds S, S+1..).")] = 1,
+    out: Annotated[
+        str | None, typer.Option(help="Output folder [default: specsearch-bench/<time>].")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run in --out, skipping done runs.")
+    ] = False,
+    warmup: Annotated[
+        bool, typer.Option(help="Solve one unmeasured problem per method first.")
+    ] = True,
+    plots: Annotated[bool, typer.Option(help="Write the PNG figures (extra 'plot').")] = True,
+) -> None:
+    """Run methods side by side on a dataset and print the paper's table (accuracy, latency,
+    speed-up vs AR and vs SpS, with bootstrap CIs); per-problem JSONL, config and plots in --out.
+    """
+    started = time.perf_counter()
+    try:
+        if resume and out is None:
+            raise BenchError("--resume needs --out (the folder of the run to continue)")
+        if repeats < 1:
+            raise BenchError("--repeats must be >= 1")
+        if concurrency < 1:
+            raise BenchError("--concurrency must be >= 1")
+        names = parse_methods(methods)
+        endpoints = bool(small_url or large_url)
+        if concurrency > 1 and not endpoints:
+            err.print("[dim]--concurrency: local models run one problem at a time[/]")
+            concurrency = 1
+        try:
+            base = SearchConfig(
+                search=search,  # type: ignore[arg-type]
+                small=small,
+                large=large,
+                small_url=small_url,
+                large_url=large_url,
+                prm_url=prm_url,
+                protocol=protocol,  # type: ignore[arg-type]
+                prompt_format=prompt_format,  # type: ignore[arg-type]
+                prm=prm,
+                prm_model=prm_model,
+                n_drafts=n_drafts,
+                beam_width=beam_width,
+                max_steps=max_steps,
+                iterations=iterations,
+                theta=theta,
+                estimator=estimator,  # type: ignore[arg-type]
+                warmup_steps=warmup_steps,
+                fixed_threshold=fixed_threshold,
+                reject_rate=reject_rate,
+                large_sd=large_sd,
+                max_new_tokens=max_new_tokens,
+                **({"final_max_new_tokens": final_max_new_tokens} if final_max_new_tokens else {}),
+                temperature=temperature,
+                seed=seed,
+                engine=engine,  # type: ignore[arg-type]
+                device=device,
+                dtype=dtype,
+                threshold_store=None,
+            )
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            fields = [str(x) for x in problem["loc"] if isinstance(x, str)]
+            flag = fields[0].replace("_", "-") if fields else "input"
+            raise BenchError(f"--{flag}: {problem['msg']}") from None
+        problems = load_problems(dataset, split=split, limit=limit, sample=sample, seed=seed)
+        folder = Path(out) if out else Path("specsearch-bench") / time.strftime("%Y%m%d-%H%M%S")
+        store_dir = folder / "thresholds"
+        configs = {m: method_config(m, base, store_dir=store_dir) for m in names}
+        identity = run_identity(dataset, split, problems, names, repeats, configs)
+        old = check_resume(folder, identity, resume)
+    except (BenchError, ValueError) as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc).splitlines()[0])}", soft_wrap=True)
+        raise typer.Exit(2) from None
+
+    folder.mkdir(parents=True, exist_ok=True)
+    store_dir.mkdir(exist_ok=True)
+    (folder / CONFIG).write_text(
+        json.dumps(
+            {
+                "package_version": package_version(),
+                "command": sys.argv,
+                "identity": identity,
+                "concurrency": concurrency,
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+            indent=1,
+        ),
+        encoding="utf-8",
+    )
+    done = {(r["problem_id"], r["method"], r["repeat"]) for r in old}
+    rate = RejectRate(reject_rate, old)
+
+    def config_for(method: str, repeat: int) -> SearchConfig:
+        config = configs[method]
+        update: dict[str, Any] = {"seed": seed + repeat}
+        if method == "random-rejection":
+            update["reject_rate"] = rate.rate
+        return config.model_copy(update=update)
+
+    records = list(old)
+    new_latency = 0.0
+    todo = len(problems) * repeats * len(names) - len(done)
+    runner = Runner(names, config_for, log=lambda m: err.print(f"[dim]{escape(m)}[/]"))
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[accuracy]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err,
+    )
+
+    def running_accuracy() -> str:
+        parts = []
+        for m in names:
+            mine = [r for r in records if r["method"] == m]
+            if mine:
+                parts.append(f"{m} {sum(r['correct'] for r in mine)}/{len(mine)}")
+        return " · ".join(parts)
+
+    with (folder / RESULTS).open("a", encoding="utf-8") as sink:
+        task = progress.add_task("runs", total=todo, accuracy="")
+        solved_problems: set[tuple[str, int]] = set()
+
+        def on_run(run: Run) -> None:
+            nonlocal new_latency
+            record = make_record(run)
+            sink.write(json.dumps(record) + "\n")
+            sink.flush()
+            records.append(record)
+            rate.add(record)
+            new_latency += run.latency_s
+            methods_done = {
+                r["method"]
+                for r in records
+                if (r["problem_id"], r["repeat"]) == (run.problem.id, run.repeat)
+            }
+            if set(names) <= methods_done:
+                solved_problems.add((run.problem.id, run.repeat))
+            progress.update(
+                task,
+                advance=1,
+                accuracy=running_accuracy(),
+                description=f"problems {len(solved_problems)}/{len(problems) * repeats}",
+            )
+
+        async def main() -> None:
+            await runner.load()
+            if warmup and todo:
+                await runner.warm_up(warmup_problem(dataset, problems, split=split))
+            with progress:
+                await runner.run(
+                    problems,
+                    repeats=repeats,
+                    concurrency=concurrency,
+                    skip=lambda pid, m, rep: (pid, m, rep) in done,
+                    on_run=on_run,
+                )
+
+        try:
+            asyncio.run(main())
+        except KeyboardInterrupt:
+            err.print(
+                "[bold red]error:[/] interrupted"
+                f" (continue: same command with --resume --out {folder})"
+            )
+            raise typer.Exit(130) from None
+        except ValueError as exc:
+            err.print(f"[bold red]error:[/] {escape(str(exc).splitlines()[0])}", soft_wrap=True)
+            raise typer.Exit(2) from None
+        except Exception as exc:  # a model call failed for good
+            line = str(exc).splitlines()[0] if str(exc) else ""
+            err.print(
+                f"[bold red]error:[/] {type(exc).__name__}: {escape(line)}"
+                f" (continue: same command with --resume --out {folder})",
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
+
+    summary = summarize(records, names, seed=seed)
+    wall = time.perf_counter() - started
+    timed = wall - runner.load_s - runner.warmup_s
+    summary["run"] = {
+        "wall_s": wall,
+        "load_s": runner.load_s,
+        "warmup_s": runner.warmup_s,
+        "searches_s": new_latency,
+        "bench_overhead_s": max(timed - new_latency, 0.0),
+        "bench_overhead_share": max(timed - new_latency, 0.0) / timed if timed > 0 else None,
+    }
+    report(summary, records, names, folder, plots)
+
+
+def report(
+    summary: dict[str, Any],
+    records: list[dict[str, Any]],
+    names: list[str],
+    folder: Path,
+    plots: bool,
+    console: Callable[[], Console] = lambda: Console(highlight=False),
+) -> None:
+    """Write summary.json / summary.md (and the plots); print the table."""
+    (folder / SUMMARY_JSON).write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    (folder / SUMMARY_MD).write_text(markdown_table(summary), encoding="utf-8")
+    out = console()
+    print_table(summary, out)
+    run = summary.get("run", {})
+    if run.get("bench_overhead_share") is not None:
+        out.print(
+            f"bench overhead {run['bench_overhead_s']:.2f} s"
+            f" ({100 * run['bench_overhead_share']:.2f} % of the timed wall time); models loaded"
+            f" in {run['load_s']:.1f} s, warm-up {run['warmup_s']:.1f} s (not timed)"
+        )
+    for name, row in summary["methods"].items():
+        none = row["answer_from"]["none"]
+        if none:
+            out.print(
+                f"[dim]{name}: {none} run(s) ended without an answer (see no_answer_reason)[/]"
+            )
+    if plots:
+        try:
+            from langgraph_specsearch.evaluation.plots import write_plots
+
+            written = write_plots(records, summary, names, folder)
+            out.print(f"plots: {', '.join(p.name for p in written)}")
+        except ImportError as exc:
+            out.print(f"[dim]no plots: {escape(str(exc))}[/]")
+    out.print(f"results in {folder}/ ({RESULTS}, {CONFIG}, {SUMMARY_JSON}, {SUMMARY_MD})")
