@@ -324,8 +324,8 @@ def load_transformers_prm(
         dtype: "auto" (the checkpoint's), "bfloat16", "float16" or "float32".
         batch_size: paths per forward pass.
         trust_remote_code: run the repository's modelling code (Qwen2.5-Math-PRM ships its
-            own `Qwen2ForProcessRewardModel`; it is enabled automatically when the config
-            declares an `auto_map`).
+            own `Qwen2ForProcessRewardModel`; for the `qwen-prm` style it is enabled
+            automatically when the config declares an `auto_map`).
         name: PRM name; defaults to `model_id`.
 
     Raises:
@@ -347,7 +347,10 @@ def load_transformers_prm(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         config = AutoConfig.from_pretrained(model_id, trust_remote_code=trust_remote_code)
-        remote = trust_remote_code or bool(getattr(config, "auto_map", None))
+        # Qwen2.5-Math-PRM's head lives in its repository's code: run it for that style only
+        remote = trust_remote_code or (
+            style.head == "classifier" and bool(getattr(config, "auto_map", None))
+        )
         tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=remote)
         kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": remote}
         if device_map is not None:
