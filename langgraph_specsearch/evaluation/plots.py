@@ -41,7 +41,7 @@ def _by_step(records: list[dict[str, Any]], method: str, key: str) -> dict[int, 
 
 
 def _mean_line(ax: Any, data: dict[int, list[float]], label: str, style: str = "-o") -> None:
-    steps = sorted(data)
+    steps = sorted(k for k in data if data[k])
     if steps:
         ax.plot(steps, [sum(data[k]) / len(data[k]) for k in steps], style, label=label)
 
