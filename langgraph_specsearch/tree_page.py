@@ -5,7 +5,8 @@ beta at its step, and what became of it: `accepted` (a small-model draft that re
 `rejected` (a draft that did not, or was not needed), `regenerated` (the large model's thought
 in an expansion that had drafts), `large` (a large-only expansion: warm-up, AR, SpS, the
 controller's fallback). The chosen path is highlighted and open; the rest starts collapsed, so
-trees of a few hundred thoughts stay readable. `specsearch viz RESULT.json -o tree.html` or
+trees of a few hundred thoughts stay readable (open the page with `#all` to expand everything,
+`#path` for the chosen path only). `specsearch viz RESULT.json -o tree.html` or
 `specsearch solve ... --html tree.html` write it.
 """
 
@@ -30,7 +31,9 @@ font-size:.85em;border:1px solid transparent}
 details{margin-left:1.3em;border-left:1px dotted #bbb;padding-left:.4em}
 details.root{margin-left:0;border:0}
 summary{cursor:pointer;padding:.1em 0;list-style-position:outside}
-summary .text{white-space:pre-wrap}
+.text{white-space:pre-wrap}
+div.node{margin-left:1.3em;padding-left:1.4em;border-left:1px dotted #bbb}
+div.node .row{padding:.1em 0}
 .small{background:#e8f0fe;border-color:#9ab}
 .large{background:#fdf0e0;border-color:#cb9}
 .accepted{background:#e3f5e1;border-color:#8b8}
@@ -39,9 +42,11 @@ summary .text{white-space:pre-wrap}
 .largeonly{background:#eee;border-color:#bbb}
 .score{font-variant-numeric:tabular-nums;color:#333}
 .beta{color:#777;font-variant-numeric:tabular-nums}
-.node-rejected>summary{color:#888}
-.node-rejected>summary .text{text-decoration:line-through;text-decoration-color:#c99}
-.chosen>summary{background:#dff3e4;font-weight:600;border-radius:3px}
+.node-rejected>summary,.node-rejected>.row{color:#888}
+.node-rejected>summary .text,.node-rejected>.row .text{text-decoration:line-through;
+text-decoration-color:#c99}
+.chosen>summary,.chosen>.row,.legend .chosen{background:#dff3e4;font-weight:600;
+border-radius:3px}
 .terminal{font-weight:600;color:#275}
 body.hide-rejected .node-rejected{display:none}
 .trace{border-collapse:collapse;margin:.6em 0;font-size:.9em}
@@ -52,11 +57,13 @@ _SCRIPT = """
 function setAll(open){document.querySelectorAll('details').forEach(d=>d.open=open)}
 function pathOnly(){document.querySelectorAll('details').forEach(
   d=>d.open=d.classList.contains('on-path'))}
-document.getElementById('expand').onclick=()=>setAll(true);
-document.getElementById('collapse').onclick=()=>setAll(false);
-document.getElementById('path').onclick=pathOnly;
-document.getElementById('hide').onchange=e=>document.body.classList.toggle(
+document.getElementById('btn-expand').onclick=()=>setAll(true);
+document.getElementById('btn-collapse').onclick=()=>setAll(false);
+document.getElementById('btn-path').onclick=pathOnly;
+document.getElementById('btn-hide').onchange=e=>document.body.classList.toggle(
   'hide-rejected',e.target.checked);
+if(location.hash==='#all')setAll(true);
+if(location.hash==='#path')pathOnly();
 """
 
 
@@ -115,16 +122,21 @@ def render_tree_html(result: SearchResult, *, title: str = "SpecSearch tree") ->
             label = "large-only" if kind == "large" else kind
             css = "largeonly" if kind == "large" else kind
             end = ' <span class="terminal">■ end</span>' if node.terminal else ""
-            rows.append(
-                f'<details class="{" ".join(classes)}" data-id="{html.escape(node.id)}"'
-                f' data-status="{kind}"{" open" if is_open else ""}>'
-                f'<summary><span class="badge {model}">{model}</span>'
+            head = (
+                f'<span class="badge {model}">{model}</span>'
                 f'<span class="badge {css}">{label}</span>'
                 f'<span class="score">score {_fmt(node.score)}</span> '
                 f'<span class="beta">β {beta}</span> '
                 f'<span class="beta">#{html.escape(node.id)}</span>{end}<br>'
-                f'<span class="text">{text}</span></summary>'
+                f'<span class="text">{text}</span>'
             )
+            attrs = (
+                f'class="{" ".join(classes)}" data-id="{html.escape(node.id)}" data-status="{kind}"'
+            )
+            if node.id not in children:  # a leaf: nothing to fold
+                rows.append(f'<div {attrs}><div class="row">{head}</div></div>')
+                continue
+            rows.append(f"<details {attrs}{' open' if is_open else ''}><summary>{head}</summary>")
             add(node.id, depth + 1)
             rows.append("</details>")
 
@@ -161,10 +173,10 @@ def render_tree_html(result: SearchResult, *, title: str = "SpecSearch tree") ->
         f"{len(result.nodes) - (root is not None)} thoughts · {accept} · "
         f"{stats.expansions} expansions · {stats.wall_s:.1f} s</p>"
         f'<p class="legend">{legend} <span class="chosen">chosen path</span></p>'
-        '<p class="controls"><button id="expand">expand all</button>'
-        '<button id="collapse">collapse all</button>'
-        '<button id="path">chosen path only</button>'
-        '<label><input type="checkbox" id="hide"> hide rejected</label></p>'
+        '<p class="controls"><button id="btn-expand">expand all</button>'
+        '<button id="btn-collapse">collapse all</button>'
+        '<button id="btn-path">chosen path only</button>'
+        '<label><input type="checkbox" id="btn-hide"> hide rejected</label></p>'
         f'<div class="tree">{"".join(rows)}</div>'
         '<details class="root"><summary>Threshold trace</summary><table class="trace">'
         "<tr><th>step</th><th>decision</th><th>β</th><th>β next</th><th>kept</th>"

@@ -53,7 +53,7 @@ class Nodes(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = {k: v or "" for k, v in attrs}
-        if tag == "details" and "data-id" in a:
+        if "data-id" in a:
             self.rows.append(a)
         for key in ("src", "href"):
             if a.get(key, "").startswith(("http:", "https:", "//")):
