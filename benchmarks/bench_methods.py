@@ -3,9 +3,11 @@
     python benchmarks/bench_methods.py --questions 10 [--repeats 1] [--json]
         [--search beam] [--engine auto|transformers|llamacpp] [--small-url U --large-url U]
 
-- Models are loaded once, before timing; every method then solves one warm-up question that is
-  not measured (it also lets SpecSearch's threshold store hold a beta, as it would after any
-  earlier run: the default SpecSearch carries beta across problems).
+- The loading, warm-up and interleaving are `specsearch bench`'s (`evaluation/runner.py`);
+  this script keeps its own report. Models are loaded once, before timing; every method then
+  solves one warm-up question that is not measured (it also lets SpecSearch's threshold store
+  hold a beta, as it would after any earlier run: the default SpecSearch carries beta across
+  problems).
 - The measured problems are the first `--questions` GSM8K test problems shipped with the package;
   the methods run interleaved per problem in rotating order (machine noise hits all alike),
   `--repeats` times with different seeds.
@@ -24,12 +26,12 @@ import asyncio
 import json
 import statistics
 import sys
-import time
-from importlib.resources import files
 from typing import Any
 
-from langgraph_specsearch.answers import gsm8k_gold, is_correct
-from langgraph_specsearch.api import SearchConfig, asolve, load_components
+from langgraph_specsearch.answers import is_correct
+from langgraph_specsearch.api import SearchConfig
+from langgraph_specsearch.evaluation.datasets import load_problems
+from langgraph_specsearch.evaluation.runner import Run, Runner
 from langgraph_specsearch.speculation import predicted_costs
 from langgraph_specsearch.types import SearchResult
 
@@ -77,8 +79,7 @@ def expansion_costs(results: list[SearchResult]) -> dict[str, float]:
 def main() -> None:
     """Run every method on the same problems, interleaved, and print a table (or JSON)."""
     args = parse_args()
-    rows = files("langgraph_specsearch").joinpath("data/gsm8k_test_head50.jsonl").read_text()
-    problems = [json.loads(line) for line in rows.splitlines()]
+    problems = load_problems("gsm8k", limit=args.questions + 1)
     measured, warmup = problems[: args.questions], problems[args.questions]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     base: dict[str, Any] = dict(
@@ -92,39 +93,29 @@ def main() -> None:
     )
     if args.engine:
         base["engine"] = args.engine
-    components = {}
-    for method in methods:
-        t0 = time.perf_counter()
-        components[method] = load_components(SearchConfig(method=method, **base))
-        log(f"loaded {method} in {time.perf_counter() - t0:.1f} s")
-    for method in methods:
-        t0 = time.perf_counter()
-        config = SearchConfig(method=method, seed=10_000, **base)
-        asyncio.run(asolve(warmup["question"], config, components=components[method]))
-        log(f"warm-up {method}: {time.perf_counter() - t0:.1f} s (not measured)")
-
+    runner = Runner(
+        methods, lambda method, repeat: SearchConfig(method=method, seed=repeat, **base), log=log
+    )
     results: dict[str, list[SearchResult]] = {m: [] for m in methods}
     walls: dict[str, list[float]] = {m: [] for m in methods}
     correct: dict[str, int] = dict.fromkeys(methods, 0)
-    turn = 0
-    for repeat in range(args.repeats):
-        for i, problem in enumerate(measured):
-            gold = gsm8k_gold(problem["answer"])
-            order = methods[turn % len(methods) :] + methods[: turn % len(methods)]
-            turn += 1
-            cells = []
-            for method in order:
-                config = SearchConfig(method=method, seed=repeat, **base)
-                t0 = time.perf_counter()
-                result = asyncio.run(
-                    asolve(problem["question"], config, components=components[method])
-                )
-                elapsed = time.perf_counter() - t0
-                walls[method].append(elapsed)
-                results[method].append(result)
-                correct[method] += is_correct(result.answer, gold)
-                cells.append(f"{method} {elapsed:.1f} s")
-            log(f"problem {i} (repeat {repeat}): " + ", ".join(cells))
+    cells: dict[tuple[str, int], list[str]] = {}
+
+    def on_run(run: Run) -> None:
+        walls[run.method].append(run.latency_s)
+        results[run.method].append(run.result)
+        correct[run.method] += is_correct(run.result.answer, run.problem.gold)
+        row = cells.setdefault((run.problem.id, run.repeat), [])
+        row.append(f"{run.method} {run.latency_s:.1f} s")
+        if len(row) == len(methods):
+            log(f"problem {run.problem.id} (repeat {run.repeat}): " + ", ".join(row))
+
+    async def go() -> None:
+        await runner.load()
+        await runner.warm_up(warmup)
+        await runner.run(measured, repeats=args.repeats, on_run=on_run)
+
+    asyncio.run(go())
 
     latency = {m: statistics.fmean(w) for m, w in walls.items()}
     spec = results.get("specsearch", [])
