@@ -12,6 +12,7 @@ import pytest
 from scripted import ScriptedBackend, ScriptedPRM, by_text
 
 from langgraph_specsearch.api import Components, SearchConfig, asolve
+from langgraph_specsearch.speculation import SpeculationConfig
 from langgraph_specsearch.tree_page import write_tree_html
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -33,7 +34,11 @@ def big_result():
         prm=ScriptedPRM(by_text),
     )
     config = SearchConfig(
-        n_drafts=6, beam_width=6, max_steps=7, carry_threshold=False, controller="off"
+        n_drafts=6,
+        beam_width=6,
+        max_steps=7,
+        carry_threshold=False,
+        speculation=SpeculationConfig(controller="off"),
     )
     return asyncio.run(asolve("A long question?", config, components=components))
 
@@ -72,6 +77,7 @@ def test_chromium_renders_every_thought_and_the_controls_work(tmp_path: Path) ->
     expanded = dump_dom(page, "#all")  # the page's script ran: everything open
     assert len(re.findall(r"<details [^>]*\bopen\b", expanded)) == folds + 1
     shot = tmp_path / "tree.png"
+    assert CHROMIUM is not None
     subprocess.run(
         [
             CHROMIUM,
