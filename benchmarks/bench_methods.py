@@ -31,7 +31,7 @@ from typing import Any
 from langgraph_specsearch.answers import is_correct
 from langgraph_specsearch.api import SearchConfig
 from langgraph_specsearch.evaluation.datasets import load_problems
-from langgraph_specsearch.evaluation.runner import Run, Runner
+from langgraph_specsearch.evaluation.runner import Run, Runner, one_engine
 from langgraph_specsearch.speculation import predicted_costs
 from langgraph_specsearch.types import SearchResult
 
@@ -93,8 +93,11 @@ def main() -> None:
     )
     if args.engine:
         base["engine"] = args.engine
+    configs, note = one_engine({m: SearchConfig(method=m, **base) for m in methods})
+    if note:
+        log(note)
     runner = Runner(
-        methods, lambda method, repeat: SearchConfig(method=method, seed=repeat, **base), log=log
+        methods, lambda method, repeat: configs[method].model_copy(update={"seed": repeat}), log=log
     )
     results: dict[str, list[SearchResult]] = {m: [] for m in methods}
     walls: dict[str, list[float]] = {m: [] for m in methods}

@@ -22,7 +22,7 @@ from langgraph_specsearch.evaluation import runner as runner_module
 from langgraph_specsearch.evaluation.command import read_records
 from langgraph_specsearch.evaluation.datasets import load_problems, warmup_problem
 from langgraph_specsearch.evaluation.methods import METHODS, method_config, parse_methods
-from langgraph_specsearch.evaluation.runner import Runner, rotation
+from langgraph_specsearch.evaluation.runner import Runner, one_engine, rotation
 from langgraph_specsearch.evaluation.summary import summarize, table_rows
 from langgraph_specsearch.types import Generation, GenerationParams
 
@@ -187,6 +187,21 @@ def test_runner_rotates_skips_and_shares_backends(scripted_models: list[SearchCo
         ("gsm8k-2", "ar", 1),
         ("gsm8k-2", "specsearch", 2),
     ]
+
+
+def test_local_methods_share_one_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    from langgraph_specsearch.backends import llamacpp_context
+
+    monkeypatch.setattr(llamacpp_context, "llama_cpp_available", lambda: True)
+    base = SearchConfig()
+    configs = {m: method_config(m, base) for m in ("ar", "specsearch")}
+    assert one_engine(configs) == (configs, None)  # both would run on llama.cpp
+    fixed, note = one_engine({**configs, "sps": method_config("sps", base)})
+    assert {c.engine for c in fixed.values()} == {"transformers"}
+    assert note is not None and "ar, specsearch would run on llama.cpp" in note
+    remote = base.model_copy(update={"small_url": "http://a", "large_url": "http://b"})
+    endpoints = {m: method_config(m, remote) for m in ("ar", "sps")}
+    assert one_engine(endpoints) == (endpoints, None)
 
 
 def record(pid: str, method: str, correct: bool, latency: float) -> dict[str, Any]:

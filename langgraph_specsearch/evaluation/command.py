@@ -30,7 +30,7 @@ from langgraph_specsearch.api import SearchConfig
 from langgraph_specsearch.evaluation.datasets import Problem, load_problems, warmup_problem
 from langgraph_specsearch.evaluation.methods import method_config, parse_methods
 from langgraph_specsearch.evaluation.records import make_record
-from langgraph_specsearch.evaluation.runner import Run, Runner
+from langgraph_specsearch.evaluation.runner import Run, Runner, one_engine
 from langgraph_specsearch.evaluation.summary import markdown_table, summarize, table_rows
 
 err = Console(stderr=True, highlight=False)
@@ -254,12 +254,15 @@ def bench(
         folder = Path(out) if out else Path("specsearch-bench") / time.strftime("%Y%m%d-%H%M%S")
         store_dir = folder / "thresholds"
         configs = {m: method_config(m, base, store_dir=store_dir) for m in names}
+        configs, engine_note = one_engine(configs)
         identity = run_identity(dataset, split, problems, names, repeats, configs)
         old = check_resume(folder, identity, resume)
     except (BenchError, ValueError) as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc).splitlines()[0])}", soft_wrap=True)
         raise typer.Exit(2) from None
 
+    if engine_note:
+        err.print(f"[dim]{escape(engine_note)}[/]")
     folder.mkdir(parents=True, exist_ok=True)
     store_dir.mkdir(exist_ok=True)
     (folder / CONFIG).write_text(

@@ -162,3 +162,33 @@ class Runner:
         finally:
             for task in tasks:
                 task.cancel()
+
+
+def one_engine(configs: dict[str, SearchConfig]) -> tuple[dict[str, SearchConfig], str | None]:
+    """Local models on one engine for every method, so their latencies compare.
+
+    With `engine="auto"`, SpS (token-level speculation) runs on transformers while the other
+    methods would run on llama.cpp when it is installed; then all run on transformers. Returns
+    the configs and a note saying so (None when nothing changed).
+    """
+    from langgraph_specsearch.engines import choose_engine
+
+    local = {
+        m: c for m, c in configs.items() if c.engine == "auto" and not (c.small_url or c.large_url)
+    }
+    chosen = {}
+    for m, c in local.items():
+        needs_sd = c.method == "sps" or (c.method == "specsearch" and c.large_sd)
+        chosen[m] = choose_engine("auto", [c.small, c.large], needs_sd=needs_sd, dtype=c.dtype)[0]
+    if len(set(chosen.values())) < 2:
+        return configs, None
+    moved = sorted(m for m, e in chosen.items() if e != "transformers")
+    fixed = {
+        m: c.model_copy(update={"engine": "transformers"}) if m in local else c
+        for m, c in configs.items()
+    }
+    note = (
+        f"all methods run on transformers (token-level speculation needs it; {', '.join(moved)}"
+        " would run on llama.cpp): pass --engine to choose"
+    )
+    return fixed, note
