@@ -19,8 +19,9 @@ that parent's new thoughts); the tree ids (`<parent>.<i>`) are given when the ex
 and `step_chosen` / `answer_found` use them. Every payload is JSON-safe.
 
 Nodes send events through the stream writer LangGraph puts in the run's config (the runtime's
-`stream_writer`), which `emit` finds in a context variable set by the node wrapper, so it works
-in async nodes on Python < 3.11 too (where `langgraph.config.get_stream_writer` does not).
+`stream_writer`): the expander's nodes through a context variable their wrapper sets, the
+templates' nodes by passing their `config`; so it works on Python < 3.11 too, where
+`langgraph.config.get_stream_writer` does not in async runs.
 Outside a streaming run the writer does nothing.
 """
 
@@ -139,8 +140,8 @@ SearchEvent = (
 )
 """Any of the events above."""
 
-_writer: contextvars.ContextVar[Writer | None] = contextvars.ContextVar(
-    "specsearch_stream_writer", default=None
+_current: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
+    "specsearch_node_config", default=None
 )
 
 
@@ -152,26 +153,41 @@ def writer_from_config(config: Mapping[str, Any] | None) -> Writer | None:
 
 
 @contextmanager
-def writing_to(writer: Writer | None) -> Iterator[None]:
-    """Make `emit` send to `writer` for the code run inside (one node's call)."""
-    token = _writer.set(writer)
+def writing_to(config: Mapping[str, Any] | None) -> Iterator[None]:
+    """Make `emit` write to the stream of the node whose `config` this is (one node's call)."""
+    token = _current.set(config)
     try:
         yield
     finally:
-        _writer.reset(token)
+        _current.reset(token)
 
 
-def emit(event: SearchEvent) -> None:
-    """Send one event to the running graph's custom stream (a no-op when nothing listens)."""
-    writer = _writer.get()
+def emit(event: SearchEvent, config: Mapping[str, Any] | None = None) -> None:
+    """Send one event to the running graph's custom stream (a no-op when nothing listens).
+
+    The writer comes from `config` (a node's config) when given, else from the node wrapper
+    (`writing_to`), else from `langgraph.config.get_stream_writer` (Python >= 3.11 only in
+    async code).
+    """
+    config = config if config is not None else _current.get()
+    writer = writer_from_config(config)
     if writer is None:
         try:
             from langgraph.config import get_stream_writer
 
-            writer = get_stream_writer()
+            get_stream_writer()(event)
         except Exception:  # outside a graph run, or no context on Python < 3.11
-            return
-    writer(event)
+            pass
+        return
+    # LangGraph's writer reads the node's namespace from the current runnable config, which
+    # Python < 3.11 does not carry into async tasks or executor threads: set it for the call.
+    from langchain_core.runnables.config import var_child_runnable_config
+
+    token = var_child_runnable_config.set(config)  # type: ignore[arg-type]
+    try:
+        writer(event)
+    finally:
+        var_child_runnable_config.reset(token)
 
 
 def chosen_node(node: Mapping[str, Any]) -> ChosenNode:

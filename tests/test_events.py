@@ -109,13 +109,23 @@ def test_mcts_and_best_of_n_send_their_choices_and_answer() -> None:
         assert events[-1]["event"] == "answer_found" and events[-1]["answer"] == final["answer"]
 
 
+def by_pipeline(events: list[dict[str, Any]]) -> dict[tuple[Any, Any], list[tuple[Any, ...]]]:
+    """Events per (expansion, parent): their order there (pipelines of one expansion run
+    concurrently, so only the order inside one is fixed)."""
+    out: dict[tuple[Any, Any], list[tuple[Any, ...]]] = {}
+    for e in events:
+        key = (e.get("expansion"), e.get("parent_id"))
+        out.setdefault(key, []).append((e["event"], e.get("source"), e.get("index")))
+    return out
+
+
 def test_sync_stream_sends_the_same_events() -> None:
-    async_kinds = [e["event"] for e in asyncio.run(collect(beam()))[0]]
-    sync_kinds = [
-        chunk["event"]
-        for _, chunk in beam().stream({"question": "q"}, stream_mode="custom", subgraphs=True)
+    async_events = asyncio.run(collect(beam()))[0]
+    sync_events = [
+        chunk for _, chunk in beam().stream({"question": "q"}, stream_mode="custom", subgraphs=True)
     ]
-    assert sync_kinds == async_kinds
+    assert by_pipeline(sync_events) == by_pipeline(async_events)
+    assert sync_events[-1] == async_events[-1]
 
 
 def test_sync_entry_points_work_inside_a_running_loop() -> None:

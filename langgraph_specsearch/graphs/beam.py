@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
@@ -84,14 +85,14 @@ def create_beam_search(
         # a node contributes at most `beam_width` children to the next beam
         return {**start_frontier(state["question"], n, need=beam_width), "final": max_steps <= 1}
 
-    def select(state: BeamState) -> dict[str, Any]:
+    def select(state: BeamState, config: RunnableConfig) -> dict[str, Any]:
         new, completed, open_ids = take_children(state)
         if completing(state):  # the completion step's child: nothing more to select
             return {"nodes": new}
         table = {**state["nodes"], **new}
         ranked = sorted(open_ids, key=lambda i: score_path(table, i, aggregate), reverse=True)
         frontier = ranked[: max(beam_width - len(completed), 0)]
-        emit(step_chosen_event("beam", table, frontier))
+        emit(step_chosen_event("beam", table, frontier), config)
         return {
             "nodes": new,
             "completed": completed,
@@ -109,10 +110,10 @@ def create_beam_search(
         assert leaf is not None  # routed here only when there is one
         return start_completion(leaf)
 
-    def finalize(state: BeamState) -> dict[str, Any]:
+    def finalize(state: BeamState, config: RunnableConfig) -> dict[str, Any]:
         candidates = state["completed"] or state["frontier"]
         out = final_output(state, candidates, aggregate, final_depth=max_steps)
-        emit(answer_event("beam", out))
+        emit(answer_event("beam", out), config)
         return out
 
     builder = StateGraph(BeamState, input_schema=SearchInput, output_schema=SearchOutput)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
@@ -153,10 +154,10 @@ def create_best_of_n(
     def init(state: BestOfNState) -> dict[str, Any]:
         return {**start_frontier(state["question"], n), "final": max_steps <= 1}
 
-    def collect(state: BestOfNState) -> dict[str, Any]:
+    def collect(state: BestOfNState, config: RunnableConfig) -> dict[str, Any]:
         new, completed, frontier = take_children(state)
         table = {**state["nodes"], **new}
-        emit(step_chosen_event("best-of-n", table, frontier))
+        emit(step_chosen_event("best-of-n", table, frontier), config)
         return {
             "nodes": new,
             "completed": completed,
@@ -178,7 +179,7 @@ def create_best_of_n(
         assert leaf is not None  # routed here only when there is one
         return start_completion(leaf)
 
-    def finalize(state: BestOfNState) -> dict[str, Any]:
+    def finalize(state: BestOfNState, config: RunnableConfig) -> dict[str, Any]:
         nodes = state["nodes"]
         leaves = state["completed"] + state["frontier"]
         votes = tally(nodes, leaves, aggregate)
@@ -188,7 +189,7 @@ def create_best_of_n(
         else:
             paths = votes[chosen]["paths"]
             out = {**final_output(state, paths, aggregate, final_depth=max_steps), "answer": chosen}
-        emit(answer_event("best-of-n", out))
+        emit(answer_event("best-of-n", out), config)
         return {**out, "votes": votes}
 
     builder = StateGraph(BestOfNState, input_schema=SearchInput, output_schema=SearchOutput)

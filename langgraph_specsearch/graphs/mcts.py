@@ -34,6 +34,7 @@ import math
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, Literal
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
@@ -315,9 +316,9 @@ def create_mcts(
             "iteration": 0,
         }
 
-    def select(state: MCTSState) -> dict[str, Any]:
+    def select(state: MCTSState, config: RunnableConfig) -> dict[str, Any]:
         leaf = select_leaf(state["nodes"], rule=rule, exploration=exploration)
-        emit(step_chosen_event("mcts", state["nodes"], [leaf]))
+        emit(step_chosen_event("mcts", state["nodes"], [leaf]), config)
         return {
             "leaf": leaf,
             "expand": [leaf],
@@ -374,10 +375,10 @@ def create_mcts(
         assert leaf is not None  # routed here only when there is one
         return {**start_completion(leaf), "leaf": leaf, "values": {}, "children": []}
 
-    def finalize(state: MCTSState) -> dict[str, Any]:
+    def finalize(state: MCTSState, config: RunnableConfig) -> dict[str, Any]:
         candidates = final_candidates(state["nodes"], final)
         out = final_output(state, candidates, aggregate, final_depth=max_depth)
-        emit(answer_event("mcts", out))
+        emit(answer_event("mcts", out), config)
         return out
 
     builder = StateGraph(MCTSState, input_schema=SearchInput, output_schema=SearchOutput)

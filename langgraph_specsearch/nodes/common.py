@@ -10,7 +10,7 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 
 from langgraph_specsearch.background_loop import run_sync
-from langgraph_specsearch.events import writer_from_config, writing_to
+from langgraph_specsearch.events import writing_to
 from langgraph_specsearch.prompts import PromptFormat
 from langgraph_specsearch.types import Generation, GenerationParams
 
@@ -26,7 +26,7 @@ def as_node(afunc: AsyncNode, name: str) -> RunnableLambda:
     """
 
     async def anode(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
-        with writing_to(writer_from_config(config)):
+        with writing_to(config):
             return await afunc(state)
 
     def node(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
