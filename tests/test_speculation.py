@@ -327,3 +327,19 @@ def test_controlled_drafts_pass_the_large_mean_at_the_set_rate() -> None:
     qs = [drafts.draw(rng) for _ in range(4000)]
     share = sum(q >= large.mean for q in qs) / len(qs)
     assert share == pytest.approx(0.3, abs=0.03)
+
+
+def test_per_node_pipelines_still_batch_an_in_process_model() -> None:
+    small = ScriptedBackend("small", lambda p, c, i: f"s{c}{i} 0.9")
+    large = ScriptedBackend("large", large_by_node)
+    prm = ScriptedPRM(by_text)
+    expander = create_speculative_expander(
+        BatchedBackend(small),
+        BatchedBackend(large),
+        BatchedPRM(prm),
+        speculation=SpeculationConfig(controller="off", probe_every=0),
+    )
+    run(create_beam_search(expander, beam_width=2, n=4, max_steps=3))
+    # after the root's warm-up, both nodes' drafts go to the model in one call per step
+    assert [len(prompts) for prompts, _ in small.calls] == [2, 2]
+    assert prm.calls[1] == 8  # both nodes' drafts scored in one PRM call

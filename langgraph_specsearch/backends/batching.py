@@ -4,7 +4,7 @@ With per-node pipelines every frontier node calls the models on its own. A servi
 (vLLM, SGLang, TGI, llama.cpp's server) batches concurrent requests itself; an in-process
 model does not, and would run them one after another. `BatchedBackend` and `BatchedPRM` wrap
 such a model: a call waits a few turns of the event loop for others that are about to be made
-(no wall time: only callbacks already scheduled run), and all calls gathered with the same
+(5 ms, then until no new call comes for a few turns of the loop), and all calls with the same
 shape go to the model as one batch; each caller gets its own rows back.
 """
 
@@ -21,6 +21,8 @@ Result = TypeVar("Result")
 
 #: Event-loop turns a call waits for others; a turn costs microseconds.
 GATHER_TURNS = 64
+#: Seconds a call waits for others first (in-process model calls take far longer).
+WINDOW_S = 0.005
 
 
 class Coalescer(Generic[Item, Result]):
@@ -31,9 +33,11 @@ class Coalescer(Generic[Item, Result]):
         fn: Callable[[Any, list[Item]], Awaitable[list[Result]]],
         *,
         turns: int = GATHER_TURNS,
+        window_s: float = WINDOW_S,
     ) -> None:
         self.fn = fn
         self.turns = turns
+        self.window_s = window_s
         self._pending: dict[Hashable, list[tuple[list[Item], asyncio.Future[list[Result]]]]] = {}
         self.batches = 0
         self.merged_calls = 0
@@ -48,6 +52,9 @@ class Coalescer(Generic[Item, Result]):
         return await future
 
     async def _flush(self, key: Hashable) -> None:
+        # a few milliseconds for callers still on their way (a pipeline's subgraph starting up),
+        # then event-loop turns until no new call has come for a while
+        await asyncio.sleep(self.window_s)
         seen, quiet = 0, 0
         for _ in range(self.turns):
             await asyncio.sleep(0)
