@@ -4,7 +4,7 @@ With per-node pipelines every frontier node calls the models on its own. A servi
 (vLLM, SGLang, TGI, llama.cpp's server) batches concurrent requests itself; an in-process
 model does not, and would run them one after another. `BatchedBackend` and `BatchedPRM` wrap
 such a model: a call waits a few turns of the event loop for others that are about to be made
-(5 ms, then until no new call comes for a few turns of the loop), and all calls with the same
+(20 ms, then until no new call comes for a few turns of the loop), and all calls with the same
 shape go to the model as one batch; each caller gets its own rows back.
 """
 
@@ -22,7 +22,7 @@ Result = TypeVar("Result")
 #: Event-loop turns a call waits for others; a turn costs microseconds.
 GATHER_TURNS = 64
 #: Seconds a call waits for others first (in-process model calls take far longer).
-WINDOW_S = 0.005
+WINDOW_S = 0.02
 
 
 class Coalescer(Generic[Item, Result]):
@@ -96,13 +96,15 @@ def _shape(params: GenerationParams, n: int) -> tuple[Any, ...]:
 class BatchedBackend:
     """Wraps an in-process `Backend` so concurrent `agenerate` calls become one batch."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, *, window_s: float = WINDOW_S) -> None:
         self.inner = inner
         self.name = inner.name
         self.prompt_format = inner.prompt_format
         self.device_key = getattr(inner, "device_key", "local")
         self._first: dict[Hashable, GenerationParams] = {}
-        self._generate: Coalescer[str, list[Generation]] = Coalescer(self._call)
+        self._generate: Coalescer[str, list[Generation]] = Coalescer(
+            self._call, window_s=window_s
+        )
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -128,10 +130,10 @@ class BatchedBackend:
 class BatchedPRM:
     """Wraps a PRM so concurrent `ascore_last` calls for one question become one batch."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, *, window_s: float = WINDOW_S) -> None:
         self.inner = inner
         self.name = inner.name
-        self._last: Coalescer[list[str], float] = Coalescer(self._call)
+        self._last: Coalescer[list[str], float] = Coalescer(self._call, window_s=window_s)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
