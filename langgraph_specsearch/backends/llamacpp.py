@@ -118,8 +118,9 @@ class LlamaCppBackend:
       prefills its whole prompt in a fresh cache.
     - `anext_token_logprobs` reads the next-token logits of each prompt after one batched
       decode and takes log-softmax over the vocabulary with numpy.
-    - Calls on one model are serialised (llama.cpp contexts are not thread-safe) and run in
-      a worker thread, so the event loop stays free.
+    - Calls run in a worker thread (the event loop stays free) and one at a time per model
+      (llama.cpp contexts are not thread-safe); models on the CPU also take turns with each
+      other, since they share the same cores.
 
     See the module docstring for why there is no token-level speculation.
     """

@@ -12,7 +12,8 @@ shared by up to `n_seq_max` sequences and decodes all of them in one batch per t
 - the tokens all prompts of a call share are prefilled once before their tails.
 
 Gemma-3's sliding-window layers get a full-size cache (`swa_full`), so any prefix of a kept
-sequence can be reused. Not thread-safe: callers hold `lock` (the backend does).
+sequence can be reused. Not thread-safe: callers hold `lock` (the backend does; models on
+the CPU share one lock).
 """
 
 from __future__ import annotations
@@ -102,6 +103,9 @@ class Sample:
         return b"".join(self.pieces).decode("utf-8", errors="ignore")
 
 
+_CPU_LOCK = threading.Lock()
+
+
 class ContextFull(RuntimeError):
     """The KV cache has no room for a batch even after dropping every kept prefix."""
 
@@ -119,6 +123,7 @@ class LlamaCppModel:
         n_seq_max: int = 64,
         n_batch: int = 512,
         keep: int = 16,
+        flash_attn: bool = False,
     ) -> None:
         """Load `path` and open a context of `n_ctx` cells shared by `n_seq_max` sequences."""
         ll = import_llama_cpp()
@@ -126,7 +131,9 @@ class LlamaCppModel:
         self.path = str(path)
         if not Path(self.path).is_file():
             raise ValueError(f"GGUF file not found: {self.path}")
-        self.lock = threading.Lock()
+        self.lock = _CPU_LOCK if n_gpu_layers == 0 else threading.Lock()
+        """Held around every use of the context. CPU models share one lock: two models
+        decoding at once would split the same cores between two thread teams (much slower)."""
         self.keep = keep
         self.n_batch = n_batch
         ll.llama_backend_init()
@@ -147,6 +154,7 @@ class LlamaCppModel:
         cparams.kv_unified = True
         cparams.swa_full = True
         cparams.no_perf = True
+        cparams.flash_attn_type = 1 if flash_attn else ll.LLAMA_FLASH_ATTN_TYPE_DISABLED
         self.ctx = ll.llama_init_from_model(self.model, cparams)
         if not self.ctx:
             ll.llama_model_free(self.model)
