@@ -27,7 +27,9 @@ Proposals:
 
 γ starts at `draft_tokens`, grows by 2 after a round whose drafts were all kept and shrinks by
 1 otherwise, within [1, `max_draft_tokens`] (transformers' "heuristic" schedule). Both models
-keep a KV cache of the committed tokens, cropped after each round to what was kept.
+keep a KV cache of the committed tokens, cropped after each round to what was kept. Inputs go
+to each model's device; the rule runs on the CPU (logits of γ + 1 positions are copied there),
+with the row's CPU generator.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import torch
 from transformers import DynamicCache
 
 from langgraph_specsearch.backends.prefix import CachedForward, common_prefix_length
+from langgraph_specsearch.backends.transformers import input_device
 
 if TYPE_CHECKING:
     from langgraph_specsearch.server.engine import Row
@@ -95,7 +98,9 @@ def verify(
         p = ps[i]
         px = float(p[x])
         qx = float(qs[i][x]) if qs is not None else 1.0
-        if px >= qx or (px > 0.0 and float(torch.rand((), generator=generator)) * qx < px):
+        if px >= qx:
+            continue
+        if px > 0.0 and float(torch.rand((), generator=generator, device="cpu")) * qx < px:
             continue
         if qs is not None:
             residual = torch.clamp(p - qs[i], min=0.0)
@@ -115,10 +120,11 @@ class _Cache:
     forward: CachedForward
     cache: Any
     ids: list[int]
+    device: Any
 
     @classmethod
     def of(cls, model: Any) -> _Cache:
-        return cls(CachedForward.of(model), DynamicCache(), [])
+        return cls(CachedForward.of(model), DynamicCache(), [], input_device(model))
 
     def crop(self, length: int) -> None:
         """Keep the first `length` tokens."""
@@ -127,18 +133,18 @@ class _Cache:
             self.ids = self.ids[:length]
 
     def feed(self, ids: list[int], keep: int) -> torch.Tensor:
-        """Append `ids`; the logits of the last `keep` positions (`[keep, vocab]`, float32)."""
+        """Append `ids`; the last `keep` positions' logits (`[keep, vocab]`, float32, CPU)."""
         past = len(self.ids)
         kwargs: dict[str, Any] = {self.forward.cache_kw: self.cache, "use_cache": True}
         if self.forward.logits_to_keep:
             kwargs["logits_to_keep"] = keep
         out = self.forward.model(  # one unpadded row: the causal mask needs no attention mask
-            input_ids=torch.tensor([ids], dtype=torch.long),
-            position_ids=torch.arange(past, past + len(ids))[None],
+            input_ids=torch.tensor([ids], dtype=torch.long, device=self.device),
+            position_ids=torch.arange(past, past + len(ids), device=self.device)[None],
             **kwargs,
         )
         self.ids.extend(ids)
-        return out.logits[0, -keep:].float()
+        return out.logits[0, -keep:].float().cpu()
 
 
 @dataclass
