@@ -81,6 +81,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--beam-width", type=int, default=2)
     p.add_argument("--n", type=int, default=4, help="children per node (N)")
     p.add_argument("--drafts", type=int, default=None, help="drafts per node (default N)")
+    p.add_argument("--search", choices=["beam", "mcts", "best-of-n"], default="beam")
+    p.add_argument("--pipeline", choices=["per_node", "lockstep"], default="per_node")
+    p.add_argument("--regenerate", choices=["missing", "all"], default="missing")
+    p.add_argument("--concurrent", choices=["auto", "on", "off"], default="auto")
+    p.add_argument("--controller", choices=["on", "off"], default="on")
+    p.add_argument("--probe-every", type=int, default=8)
     p.add_argument("--max-steps", type=int, default=8)
     p.add_argument("--problems", type=int, default=200)
     p.add_argument("--methods", default=",".join(METHODS))
@@ -98,6 +104,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _pair(text: str) -> BetaQuality:
     a, b = (float(x) for x in text.split(","))
     return BetaQuality(a, b)
+
+
+def template(a: argparse.Namespace, expander: Any) -> Any:
+    """The search template the flags ask for."""
+    if a.search == "mcts":
+        from langgraph_specsearch.graphs.mcts import create_mcts
+
+        return create_mcts(
+            expander, iterations=2 * a.max_steps, max_depth=a.max_steps, children_per_expansion=a.n
+        )
+    if a.search == "best-of-n":
+        from langgraph_specsearch.graphs.best_of_n import create_best_of_n
+
+        return create_best_of_n(expander, n=a.n, max_steps=a.max_steps)
+    return create_beam_search(expander, beam_width=a.beam_width, n=a.n, max_steps=a.max_steps)
 
 
 class Bench:
@@ -142,7 +163,18 @@ class Bench:
         else:
             small = SimModel("small", self._server(s), self.small_q, seed=seed + 3)
             paper = method == "paper"
-            speculation = SpeculationConfig.paper() if paper else SpeculationConfig(drafts=a.drafts)
+            speculation = (
+                SpeculationConfig.paper()
+                if paper
+                else SpeculationConfig(
+                    drafts=a.drafts,
+                    pipeline=a.pipeline,
+                    regenerate=a.regenerate,
+                    concurrent=a.concurrent,
+                    controller=a.controller,
+                    probe_every=a.probe_every,
+                )
+            )
             expander = create_speculative_expander(
                 small,
                 large,
@@ -151,9 +183,7 @@ class Bench:
                 store=None if paper else self.store,
                 draft_params=params,
             )
-        graph = create_beam_search(
-            expander, beam_width=a.beam_width, n=a.n, max_steps=a.max_steps
-        ).compile()
+        graph = template(a, expander).compile()
         import asyncio
 
         start = asyncio.get_running_loop().time()
@@ -182,8 +212,11 @@ class Bench:
         total = 0.0
         for point in run["trace"]:
             nodes = max(int(point.get("nodes", 1)), 1)
+            # children asked per node, and how many of them the template can use
+            n = 1 if a.search == "best-of-n" and point.get("step", 1) > 1 else a.n
+            need = min(a.beam_width, n) if a.search == "beam" else n
             if method in ("ar", "sps") or point.get("decision") in ("warmup", "large"):
-                total += expected_large_only(self.costs, nodes=nodes, n=a.n, large_speedup=sd)
+                total += expected_large_only(self.costs, nodes=nodes, n=n, large_speedup=sd)
                 continue
             paper = method == "paper"
             costs = Costs(**{**vars(self.costs), "large_token_s": self.costs.large_token_s / sd})
@@ -191,8 +224,8 @@ class Bench:
                 costs,
                 acceptance=acceptance,
                 nodes=nodes,
-                drafts=a.n if paper else (a.drafts or a.n),
-                need=min(a.beam_width, a.n),
+                drafts=n if paper else min(a.drafts or n, n) if n == 1 else (a.drafts or n),
+                need=need,
                 schedule="paper" if paper else "concurrent",
                 probe=bool(point.get("probe")),
             )

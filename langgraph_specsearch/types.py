@@ -70,7 +70,13 @@ class ModelUsage(BaseModel):
 
 
 class ThresholdPoint(BaseModel):
-    """One update of the acceptance threshold: the step and the estimate used there."""
+    """One expansion's threshold record: the estimate used (`beta`) and the next (`beta_next`).
+
+    `large_mean` is the mean PRM score of the large model's thoughts at this step, so the
+    paper's quality condition beta(k) >= mu_large(k) can be read off the trace; `decision` is
+    how the expansion was made (`warmup`, `speculate`, `explore`, `large`), `nodes` how many
+    frontier nodes it expanded and `probe` whether large probe thoughts were asked for.
+    """
 
     step: int
     beta: float | None
@@ -81,6 +87,7 @@ class ThresholdPoint(BaseModel):
     decision: str = ""
     nodes: int = 0
     probe: bool = False
+    large_mean: float | None = None
 
 
 class SearchStats(BaseModel):

@@ -131,6 +131,8 @@ def make_merge_node(
             "rejected": sum(c["verdict"] == "rejected" for c in candidates),
             "decision": decision,
             "nodes": len(expand),
+            # the paper's quality condition at this step: beta(k) >= mean large score
+            "large_mean": sum(large_scores) / len(large_scores) if large_scores else None,
             "probe": any(r.get("probe") for r in state["reports"]),
         }
         emit(
