@@ -28,8 +28,27 @@ def runs_as_gguf(name: str) -> bool:
     return name in EMBEDDED_MODELS or (path.suffix == ".gguf" and path.is_file())
 
 
+def gpu_present() -> bool:
+    """Whether an NVIDIA GPU is visible (checked without importing torch)."""
+    return Path("/proc/driver/nvidia/gpus").is_dir() and any(
+        Path("/proc/driver/nvidia/gpus").iterdir()
+    )
+
+
+def llama_cpp_offloads() -> bool:
+    """Whether the installed llama.cpp was built with GPU support."""
+    from langgraph_specsearch.backends.llamacpp_context import import_llama_cpp
+
+    return bool(import_llama_cpp().llama_supports_gpu_offload())
+
+
 def choose_engine(
-    engine: Engine, models: list[str], *, needs_sd: bool, dtype: str | None = None
+    engine: Engine,
+    models: list[str],
+    *,
+    needs_sd: bool,
+    dtype: str | None = None,
+    device: str | None = None,
 ) -> tuple[Literal["transformers", "llamacpp"], str]:
     """The engine to use for `models` and why (for `auto`); raises ValueError when it can't.
 
@@ -38,6 +57,7 @@ def choose_engine(
         models: the local models to run.
         needs_sd: whether the search uses token-level speculative decoding.
         dtype: the requested dtype (a transformers option).
+        device: the requested device; `auto` keeps a GPU's work off a CPU-only llama.cpp.
     """
     from langgraph_specsearch.backends.llamacpp_context import MISSING_EXTRA, llama_cpp_available
 
@@ -64,6 +84,9 @@ def choose_engine(
         return "transformers", "a model is not a GGUF"
     if not llama_cpp_available():
         return "transformers", "llama-cpp-python not installed; the [llamacpp] extra is faster"
+    wants_gpu = device not in (None, "auto", "cpu") or (device in (None, "auto") and gpu_present())
+    if wants_gpu and not llama_cpp_offloads():
+        return "transformers", "a GPU, and llama.cpp was built for the CPU only"
     return "llamacpp", "llama-cpp-python installed, GGUF models"
 
 
@@ -77,7 +100,9 @@ def load_local_backends(
     for name in models:
         if not runs_as_gguf(name):
             check_model_name(name)  # one-line error for a name nothing can load
-    engine, why = choose_engine(config.engine, models, needs_sd=needs_sd, dtype=config.dtype)
+    engine, why = choose_engine(
+        config.engine, models, needs_sd=needs_sd, dtype=config.dtype, device=config.device
+    )
     if config.engine == "auto":
         print(f"engine: {engine} ({why}; --engine to choose)", file=sys.stderr)
     if engine == "llamacpp":

@@ -15,6 +15,7 @@ EMBEDDED = ["smollm2-135m", "gemma3-270m"]
 @pytest.fixture
 def installed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(llamacpp_context, "llama_cpp_available", lambda: True)
+    monkeypatch.setattr(engines, "gpu_present", lambda: False)
 
 
 @pytest.fixture
@@ -38,6 +39,19 @@ def test_auto_falls_back_to_transformers_and_says_why(installed: None, tmp_path)
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF")
     assert engines.choose_engine("auto", [str(gguf)], needs_sd=False)[0] == "llamacpp"
+
+
+def test_auto_keeps_gpu_work_off_a_cpu_only_llamacpp(
+    installed: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engines, "llama_cpp_offloads", lambda: False)
+    assert engines.choose_engine("auto", EMBEDDED, needs_sd=False, device="cpu")[0] == "llamacpp"
+    engine, why = engines.choose_engine("auto", EMBEDDED, needs_sd=False, device="cuda")
+    assert engine == "transformers" and "GPU" in why
+    monkeypatch.setattr(engines, "gpu_present", lambda: True)
+    assert engines.choose_engine("auto", EMBEDDED, needs_sd=False)[0] == "transformers"
+    monkeypatch.setattr(engines, "llama_cpp_offloads", lambda: True)
+    assert engines.choose_engine("auto", EMBEDDED, needs_sd=False)[0] == "llamacpp"
 
 
 def test_auto_without_the_extra_is_transformers(missing: None) -> None:
