@@ -48,15 +48,22 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def load_model(name: str) -> tuple[Any, Any]:
-    """`tiny-random` (tests), or a name `langgraph_specsearch.models.load_pretrained` knows."""
+def load_model(
+    name: str, *, device: str | None = None, dtype: str | None = None
+) -> tuple[Any, Any]:
+    """`tiny-random` (tests), or a name `langgraph_specsearch.models.load_pretrained` knows.
+
+    `device` / `dtype` as `load_pretrained` takes them (default: a GPU when present, float32).
+    """
     if name == "tiny-random":
+        from langgraph_specsearch.models import resolve_device, resolve_dtype
         from langgraph_specsearch.server.tiny import build_tiny_model
 
-        return build_tiny_model()
+        model, tokenizer = build_tiny_model()
+        return model.to(resolve_device(device), resolve_dtype(dtype)), tokenizer
     from langgraph_specsearch.models import load_pretrained
 
-    return load_pretrained(name)
+    return load_pretrained(name, device=device, dtype=dtype)
 
 
 def run_server(
@@ -105,6 +112,12 @@ def serve(
         typer.Option(help="Require `Authorization: Bearer KEY`.", envvar="SPECSEARCH_API_KEY"),
     ] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="cpu | cuda | cuda:N | mps [default: a GPU if present]")
+    ] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help="float32 | bfloat16 | float16 [default: float32]")
+    ] = None,
 ) -> None:
     """Serve a local model over HTTP with Text Generation Inference's API."""
     if threads:
@@ -112,8 +125,12 @@ def serve(
 
         torch.set_num_threads(threads)
     started = time.perf_counter()
-    m, tok = load_model(model)
-    draft = load_model(draft_model) if draft_model else None
+    try:
+        m, tok = load_model(model, device=device, dtype=dtype)
+        draft = load_model(draft_model, device=device, dtype=dtype) if draft_model else None
+    except ValueError as exc:  # unknown model, device or dtype: one line, exit 2
+        typer.echo(f"error: {str(exc).splitlines()[0]}", err=True)
+        raise typer.Exit(2) from None
     typer.echo(f"loaded {model} in {time.perf_counter() - started:.1f}s", err=True)
     run_server(
         m,
