@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -11,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from langgraph_specsearch.api import Components, SearchConfig, asolve, load_components
 from langgraph_specsearch.background_loop import run_sync
-from langgraph_specsearch.events import writer_from_config
+from langgraph_specsearch.events import emit, writer_from_config
 
 
 class SolveInput(BaseModel):
@@ -48,15 +49,19 @@ def create_specsearch_tool(
     """
     search_config = config or SearchConfig()
     cache: dict[str, Components] = {} if components is None else {"c": components}
-    loading = asyncio.Lock()
+    loading = threading.Lock()  # any event loop, or none: sync and async calls share it
+
+    def load() -> Components:
+        with loading:  # concurrent first calls load the models once
+            if "c" not in cache:
+                cache["c"] = load_components(search_config)
+            return cache["c"]
 
     async def arun(question: str, config: RunnableConfig) -> dict[str, Any]:
-        async with loading:  # concurrent first calls load the models once, off the event loop
-            if "c" not in cache:
-                cache["c"] = await asyncio.to_thread(load_components, search_config)
+        components = cache.get("c") or await asyncio.to_thread(load)  # off the event loop
         # inside a graph (an agent's tool node) the search's events go to that graph's stream
-        writer = writer_from_config(config)
-        result = await asolve(question, search_config, components=cache["c"], on_event=writer)
+        forward = (lambda e: emit(e, config)) if writer_from_config(config) else None  # type: ignore[arg-type]
+        result = await asolve(question, search_config, components=components, on_event=forward)
         return {
             "answer": result.answer,
             "steps": [{"text": s.text, "source": s.source, "score": s.score} for s in result.path],
