@@ -4,7 +4,8 @@
 
 The models answer at once (`simulate.SimModel` on servers with zero cost), so all measured time
 is LangGraph, the nodes and the checkpointer. Prints milliseconds per expanded thought (no
-checkpointer), and per expansion with the in-memory and the SQLite checkpointer.
+checkpointer), and per expansion with the in-memory and the SQLite checkpointer. Times are
+CPU seconds of this process (all its threads), so a busy machine does not inflate them.
 Targets (issue 8): <= 1 ms per thought; SQLite checkpointing <= 10 ms per step.
 """
 
@@ -62,16 +63,16 @@ async def measure(method: str, saver: str, problems: int) -> dict[str, float]:
 
                 async with AsyncSqliteSaver.from_conn_string(os.path.join(tmp, "c.db")) as cp:
                     compiled = builder.compile(checkpointer=cp)
-                    start = time.perf_counter()
+                    start = time.process_time()
                     out = await compiled.ainvoke(question, config)
-                    seconds = time.perf_counter() - start
+                    seconds = time.process_time() - start
             else:
                 compiled = builder.compile(
                     checkpointer=InMemorySaver() if saver == "memory" else None
                 )
-                start = time.perf_counter()
+                start = time.process_time()
                 out = await compiled.ainvoke(question, config)
-                seconds = time.perf_counter() - start
+                seconds = time.process_time() - start
             if i == 0:
                 continue
             total += seconds
