@@ -307,6 +307,8 @@ def solve(
         )
     except ValidationError as exc:
         fail(_config_error(exc))
+    if html and not os.path.isdir(os.path.dirname(os.path.abspath(html))):
+        fail(f"--html: no directory for {html}")
     if checkpoint is None:
         from langgraph_specsearch.models import cache_dir
 

@@ -121,3 +121,9 @@ def test_viz_bad_input_is_one_line(run_cli, tmp_path, content, message) -> None:
     out = run_cli("viz", str(path), "-o", str(tmp_path / "x.html"))
     lines = [line for line in out.output.splitlines() if line.strip()]
     assert out.exit_code == 2 and len(lines) == 1 and message in lines[0], out.output
+
+
+def test_html_into_a_missing_directory_fails_before_the_search(run_cli, tmp_path) -> None:
+    out = run_cli("solve", "q?", "--html", str(tmp_path / "missing" / "t.html"))
+    lines = [line for line in out.output.splitlines() if line.strip()]
+    assert out.exit_code == 2 and len(lines) == 1 and "--html" in lines[0], out.output
