@@ -332,10 +332,12 @@ def main(argv: list[str] | None = None) -> None:
     for m, r in result["methods"].items():
         acc = "—" if r["acceptance"] is None else f"{r['acceptance']:.0%}"
         exp = f"{r['ceiling_vs_ar']:.2f}x" if r.get("ceiling_vs_ar") else "—"
+        vs_ar, vs_sps = (
+            "—" if r[k] is None else f"{r[k]:.2f}x" for k in ("speedup_vs_ar", "speedup_vs_sps")
+        )
         print(
-            f"{m:<11}{r['seconds_per_problem']:>10.3f}{r['speedup_vs_ar']:>7.2f}x"
-            f"{r['speedup_vs_sps']:>7.2f}x{acc:>8}{r['large_calls_per_problem']:>12.2f}"
-            f"{r['quality']:>9.3f}{exp:>10}"
+            f"{m:<11}{r['seconds_per_problem']:>10.3f}{vs_ar:>8}{vs_sps:>8}{acc:>8}"
+            f"{r['large_calls_per_problem']:>12.2f}{r['quality']:>9.3f}{exp:>10}"
         )
 
 
