@@ -14,7 +14,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -104,13 +104,32 @@ def serve(
     max_concurrent_requests: Annotated[
         int, typer.Option(help="Requests in flight before 429.")
     ] = 128,
-    max_input_tokens: Annotated[int, typer.Option(help="Longest prompt in tokens.")] = 4095,
-    max_total_tokens: Annotated[int, typer.Option(help="Prompt + new tokens limit.")] = 4096,
+    max_input_tokens: Annotated[
+        int | None,
+        typer.Option(help="Longest prompt in tokens (default: --max-total-tokens - 1)."),
+    ] = None,
+    max_total_tokens: Annotated[
+        int | None,
+        typer.Option(help="Prompt + new tokens limit (default: 4096, at most the model's)."),
+    ] = None,
     max_batch_size: Annotated[int, typer.Option(help="Sequences per generate() call.")] = 8,
     api_key: Annotated[
         str | None,
-        typer.Option(help="Require `Authorization: Bearer KEY`.", envvar="SPECSEARCH_API_KEY"),
+        typer.Option(
+            help="Require `Authorization: Bearer KEY` (all routes but /health and /info).",
+            envvar="SPECSEARCH_API_KEY",
+        ),
     ] = None,
+    payload_limit: Annotated[
+        int, typer.Option(help="Largest request body in bytes (413 above; TGI's default).")
+    ] = 2_000_000,
+    queue_timeout: Annotated[
+        float, typer.Option(help="Seconds a request may wait to be scheduled (then 429).")
+    ] = 60.0,
+    prefill_logprobs_tokens: Annotated[
+        int,
+        typer.Option(help="Longest prompt for `decoder_input_details` (prompt log-probabilities)."),
+    ] = 1024,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
     device: Annotated[
         str | None, typer.Option(help="cpu | cuda | cuda:N | mps [default: a GPU if present]")
@@ -120,33 +139,77 @@ def serve(
     ] = None,
 ) -> None:
     """Serve a local model over HTTP with Text Generation Inference's API."""
+    from langgraph_specsearch.server.app import token_limits
+    from langgraph_specsearch.server.guards import check_api_key
+
+    try:  # the cheap checks first: no model is loaded for a bad option
+        check_api_key(api_key)
+        token_limits(max_input_tokens, max_total_tokens, None)
+        if not 0 <= port <= 65535:
+            raise ValueError(f"--port must be in 0..65535, got {port}")
+        if payload_limit < 1 or not queue_timeout > 0 or prefill_logprobs_tokens < 0:
+            raise ValueError("--payload-limit, --queue-timeout must be positive")
+        _check_listen(host, port)
+    except ValueError as exc:
+        _fail(str(exc))
     if threads:
         import torch
 
         torch.set_num_threads(threads)
     started = time.perf_counter()
+    loading = model
     try:
         m, tok = load_model(model, device=device, dtype=dtype)
+        loading = draft_model or model
         draft = load_model(draft_model, device=device, dtype=dtype) if draft_model else None
     except ValueError as exc:  # unknown model, device or dtype: one line, exit 2
         typer.echo(f"error: {str(exc).splitlines()[0]}", err=True)
         raise typer.Exit(2) from None
+    except Exception as exc:  # noqa: BLE001 - unwritable cache, corrupt download, ...
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        _fail(f"cannot load model {loading!r}: {reason}")
     typer.echo(f"loaded {model} in {time.perf_counter() - started:.1f}s", err=True)
-    run_server(
-        m,
-        tok,
-        model_id=model,
-        host=host,
-        port=port,
-        draft=draft,
-        draft_model_id=draft_model,
-        draft_tokens=draft_tokens,
-        max_concurrent_requests=max_concurrent_requests,
-        max_input_tokens=max_input_tokens,
-        max_total_tokens=max_total_tokens,
-        max_batch_size=max_batch_size,
-        api_key=api_key,
-    )
+    try:
+        run_server(
+            m,
+            tok,
+            model_id=model,
+            host=host,
+            port=port,
+            draft=draft,
+            draft_model_id=draft_model,
+            draft_tokens=draft_tokens,
+            max_concurrent_requests=max_concurrent_requests,
+            max_input_tokens=max_input_tokens,
+            max_total_tokens=max_total_tokens,
+            max_batch_size=max_batch_size,
+            api_key=api_key,
+            payload_limit=payload_limit,
+            queue_timeout_s=queue_timeout,
+            prefill_logprobs_tokens=prefill_logprobs_tokens,
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+def _fail(message: str) -> NoReturn:
+    """One line on stderr, exit status 2."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _check_listen(host: str, port: int) -> None:
+    """Raise ValueError (one line) unless `host:port` can be bound now."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, _, _, _, address = infos[0]
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as exc:
+        raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 @contextlib.contextmanager

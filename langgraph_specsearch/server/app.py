@@ -14,10 +14,17 @@ their `details` carry two fields TGI does not have, which TGI clients ignore:
 reports `speculate` as TGI does (draft tokens per round at start, 0 without a draft model),
 `draft_model_id`, and `speculation` (method, whether greedy and sampled requests speculate,
 whether the vocabularies are shared). `typical_p` and `watermark` are
-accepted and ignored; `grammar` is rejected (422) as TGI does without grammar support. With
-`api_key` set, every route except `/health` needs `Authorization: Bearer <key>` (401
-otherwise); more than `max_concurrent_requests` in flight get 429. A `/generate` request
-whose client hangs up (a client timeout, say) is cancelled: its rows stop at their next token.
+accepted and ignored; `grammar` is rejected (422) as TGI does without grammar support.
+
+Guards (`guards.py`): with `api_key` set, every route except `/health` and `/info` (open in
+TGI too) needs `Authorization: Bearer <key>` (401 otherwise); a body over `payload_limit`
+bytes gets 413 before it is parsed; an unexpected exception is a 500 in TGI's error shape.
+Bodies are parsed, validated and tokenised on `validation_workers` threads, never on the event
+loop. More than `max_concurrent_requests` in flight get 429, and so does a request still
+queued after `queue_timeout_s`. Prompt log-probabilities (`decoder_input_details`) are
+computed for prompts of at most `prefill_logprobs_tokens` tokens (422 above). A `/generate`
+request whose client hangs up (a client timeout, say) is cancelled: its rows stop at their
+next token.
 """
 
 from __future__ import annotations
@@ -27,50 +34,34 @@ import contextlib
 import json
 import random
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from langgraph_specsearch.server.engine import Engine, Row
+from langgraph_specsearch.server.guards import (
+    DEFAULT_PAYLOAD_LIMIT,
+    BearerAuth,
+    BodyLimit,
+    ErrorShield,
+    check_api_key,
+)
 from langgraph_specsearch.server.schema import (
     VERSION,
     GenerateRequest,
     Limits,
     Prepared,
     TGIError,
+    parse_request,
+    parse_tokenize,
     prepare,
     token_json,
     validation_error,
 )
-
-
-class BearerAuth:
-    """ASGI middleware: every route but `/health` needs `Authorization: Bearer <api_key>`.
-
-    Plain ASGI rather than `@app.middleware("http")`, whose wrapper hides client disconnects
-    from the routes (and `/generate` cancels the work of a client that hung up).
-    """
-
-    def __init__(self, app: ASGIApp, api_key: str) -> None:
-        self.app = app
-        self.expected = f"Bearer {api_key}".encode("latin-1")
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] != "/health":
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if given != self.expected:
-                body = {
-                    "error": "Unauthorized: missing or wrong API key",
-                    "error_type": "unauthorized",
-                }
-                await JSONResponse(body, status_code=401)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
 
 DISCONNECT_POLL_S = 0.25
 """How often a waiting `/generate` request checks whether its client is still there."""
@@ -84,8 +75,8 @@ def create_app(
     draft: tuple[Any, Any] | None = None,
     draft_model_id: str | None = None,
     max_concurrent_requests: int = 128,
-    max_input_tokens: int = 4095,
-    max_total_tokens: int = 4096,
+    max_input_tokens: int | None = None,
+    max_total_tokens: int | None = None,
     max_batch_size: int = 8,
     max_best_of: int = 2,
     max_stop_sequences: int = 4,
@@ -93,14 +84,33 @@ def create_app(
     api_key: str | None = None,
     batch_wait_s: float = 0.004,
     draft_tokens: int = 4,
+    payload_limit: int = DEFAULT_PAYLOAD_LIMIT,
+    queue_timeout_s: float | None = 60.0,
+    prefill_logprobs_tokens: int = 1024,
+    validation_workers: int = 2,
 ) -> FastAPI:
-    """A FastAPI app serving `model` with TGI's API (see the module docstring)."""
-    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if isinstance(positions, int) and max_total_tokens > positions:
-        max_total_tokens = positions
-        max_input_tokens = min(max_input_tokens, positions - 1)
-    if max_input_tokens >= max_total_tokens:
-        raise ValueError("max_input_tokens must be < max_total_tokens")
+    """A FastAPI app serving `model` with TGI's API (see the module docstring).
+
+    Token limits follow TGI's launcher: `max_total_tokens` alone gives `max_input_tokens =
+    max_total_tokens - 1`, neither gives 4095 / 4096, and both are clipped to the model's
+    `max_position_embeddings`. Impossible settings raise `ValueError` with a one-line message.
+    """
+    check_api_key(api_key)
+    max_input_tokens, max_total_tokens = token_limits(
+        max_input_tokens,
+        max_total_tokens,
+        getattr(getattr(model, "config", None), "max_position_embeddings", None),
+    )
+    for name, value in (
+        ("max_concurrent_requests", max_concurrent_requests),
+        ("max_batch_size", max_batch_size),
+        ("payload_limit", payload_limit),
+        ("validation_workers", validation_workers),
+    ):
+        if value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if queue_timeout_s is not None and not queue_timeout_s > 0:
+        raise ValueError(f"--queue-timeout must be positive, got {queue_timeout_s}")
     model.eval()
     if draft is not None:
         draft[0].eval()
@@ -111,6 +121,7 @@ def create_app(
         max_batch_size=max_batch_size,
         batch_wait_s=batch_wait_s,
         draft_tokens=draft_tokens,
+        queue_timeout_s=queue_timeout_s,
     )
     limits = Limits(
         max_concurrent_requests,
@@ -119,7 +130,9 @@ def create_app(
         max_best_of,
         max_stop_sequences,
         max_top_n_tokens,
+        prefill_logprobs_tokens,
     )
+    validators = ThreadPoolExecutor(validation_workers, thread_name_prefix="specsearch-validate")
     in_flight = [0]
     speculation = (
         {
@@ -144,13 +157,16 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             engine.executor.shutdown(wait=False, cancel_futures=True)
+            validators.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="specsearch TGI-compatible server", version=VERSION, lifespan=lifespan)
     app.state.engine = engine
     app.state.in_flight = in_flight
 
-    if api_key is not None:
+    app.add_middleware(BodyLimit, limit=payload_limit)  # added last = runs first:
+    if api_key is not None:  # ErrorShield -> BearerAuth -> BodyLimit -> routes
         app.add_middleware(BearerAuth, api_key=api_key)
+    app.add_middleware(ErrorShield)
 
     @app.exception_handler(TGIError)
     async def _tgi_error(_: Request, exc: TGIError) -> JSONResponse:
@@ -235,10 +251,23 @@ def create_app(
                     await job
                 raise TGIError(499, "Client closed the request", "cancelled")
 
-    async def generate_json(req: GenerateRequest, request: Request | None = None) -> dict[str, Any]:
+    async def checked(request: Request, stream: bool | None) -> tuple[GenerateRequest, Prepared]:
+        """Parse, validate and tokenise a body on a validation thread (`stream` None: its own
+        `stream` flag, the compat route)."""
+        body = await request.body()
+
+        def work() -> tuple[GenerateRequest, Prepared]:
+            req = parse_request(body)
+            return req, prepare(
+                req, limits, tokenize, stream=req.stream if stream is None else stream
+            )
+
+        return await asyncio.get_running_loop().run_in_executor(validators, work)
+
+    async def generate_json(request: Request) -> dict[str, Any]:
         acquire()
         try:
-            prep = prepare(req, limits, tokenize, stream=False)
+            req, prep = await checked(request, stream=False)
             p = req.parameters
             seeds = (
                 [prep.seed]
@@ -377,7 +406,9 @@ def create_app(
     async def _error_event(exc: TGIError) -> AsyncIterator[bytes]:
         yield sse(exc.body())
 
-    def stream_response(req: GenerateRequest, *, json_errors: bool = False) -> Response:
+    async def stream_response(
+        request: Request, *, json_errors: bool = False, checked_body: Any = None
+    ) -> Response:
         # Errors before the first token (overloaded, validation) keep their HTTP status, as
         # the OpenAPI document declares: on /generate_stream as the stream's only event, on
         # the compat route `/` as a JSON body (which huggingface_hub's client parses).
@@ -393,10 +424,13 @@ def create_app(
         except TGIError as exc:
             return error(exc)
         try:
-            prep = prepare(req, limits, tokenize, stream=True)
+            req, prep = checked_body or await checked(request, stream=True)
         except TGIError as exc:
             release()
             return error(exc)
+        except BaseException:
+            release()
+            raise
         return StreamingResponse(
             stream_events(req, prep),
             media_type="text/event-stream",
@@ -404,21 +438,25 @@ def create_app(
         )
 
     @app.post("/generate")
-    async def generate(req: GenerateRequest, request: Request) -> JSONResponse:
+    async def generate(request: Request) -> JSONResponse:
         """TGI `generate`."""
-        return JSONResponse(await generate_json(req, request))
+        return JSONResponse(await generate_json(request))
 
     @app.post("/generate_stream", response_model=None)
-    async def generate_stream(req: GenerateRequest) -> Response:
+    async def generate_stream(request: Request) -> Response:
         """TGI `generate_stream` (server-sent events; errors are sent as an error event)."""
-        return stream_response(req)
+        return await stream_response(request)
 
     @app.post("/", response_model=None)
-    async def compat_generate(req: GenerateRequest, request: Request) -> Response:
+    async def compat_generate(request: Request) -> Response:
         """TGI `compat_generate`: `/generate` (as a one-element list) or `/generate_stream`."""
-        if req.stream:
-            return stream_response(req, json_errors=True)
-        return JSONResponse([await generate_json(req, request)])
+        body = await request.body()
+        wants_stream = await asyncio.get_running_loop().run_in_executor(
+            validators, _stream_flag, body
+        )
+        if wants_stream:
+            return await stream_response(request, json_errors=True)
+        return JSONResponse([await generate_json(request)])
 
     @app.get("/info")
     async def info() -> dict[str, Any]:
@@ -455,19 +493,60 @@ def create_app(
         return Response(status_code=200)
 
     @app.post("/tokenize")
-    async def tokenize_route(req: GenerateRequest) -> list[dict[str, Any]]:
-        """TGI `tokenize`: ids with character offsets into `inputs`."""
-        ids, offsets = tokenize(req.inputs)
-        if req.parameters.truncate:
-            ids, offsets = ids[-req.parameters.truncate :], offsets[-req.parameters.truncate :]
-        return [
-            {
-                "id": token,
-                "text": req.inputs[start:stop] if stop > start else tokenizer.decode([token]),
-                "start": start,
-                "stop": stop,
-            }
-            for token, (start, stop) in zip(ids, offsets, strict=True)
-        ]
+    async def tokenize_route(request: Request) -> Response:
+        """TGI `tokenize`: ids with character offsets into `inputs` (built off the loop)."""
+        body = await request.body()
+
+        def work() -> bytes:
+            req = parse_tokenize(body)
+            ids, offsets = tokenize(req.inputs)
+            if req.parameters.truncate:
+                ids, offsets = ids[-req.parameters.truncate :], offsets[-req.parameters.truncate :]
+            tokens = [
+                {
+                    "id": token,
+                    "text": req.inputs[start:stop] if stop > start else tokenizer.decode([token]),
+                    "start": start,
+                    "stop": stop,
+                }
+                for token, (start, stop) in zip(ids, offsets, strict=True)
+            ]
+            return json.dumps(tokens).encode()
+
+        payload = await asyncio.get_running_loop().run_in_executor(validators, work)
+        return Response(payload, media_type="application/json")
 
     return app
+
+
+def _stream_flag(body: bytes) -> bool:
+    """The compat route's `stream` flag (False when the body is invalid: the non-streaming
+    path then reports the error as JSON)."""
+    try:
+        return parse_request(body).stream
+    except TGIError:
+        return False
+
+
+def token_limits(
+    max_input_tokens: int | None, max_total_tokens: int | None, positions: Any
+) -> tuple[int, int]:
+    """(max_input_tokens, max_total_tokens) as TGI's launcher derives them (see `create_app`)."""
+    if max_total_tokens is None:
+        max_total_tokens = max(4096, (max_input_tokens or 0) + 1)
+        if isinstance(positions, int) and positions > 1:
+            max_total_tokens = min(max_total_tokens, positions)
+    elif isinstance(positions, int) and max_total_tokens > positions:
+        max_total_tokens = positions
+    if max_input_tokens is None:
+        max_input_tokens = max_total_tokens - 1
+    if max_total_tokens < 2:
+        raise ValueError(f"--max-total-tokens must be at least 2, got {max_total_tokens}")
+    if max_input_tokens < 1:
+        raise ValueError(f"--max-input-tokens must be at least 1, got {max_input_tokens}")
+    if max_input_tokens >= max_total_tokens:
+        raise ValueError(
+            f"--max-input-tokens ({max_input_tokens}) must be < --max-total-tokens"
+            f" ({max_total_tokens})"
+        )
+    return max_input_tokens, max_total_tokens

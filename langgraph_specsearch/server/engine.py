@@ -39,6 +39,7 @@ before top-k/top-p filtering, so they are finite.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import math
 import threading
@@ -60,7 +61,7 @@ from transformers import (
 from langgraph_specsearch.backends.prefix import CachedForward
 from langgraph_specsearch.backends.transformers import input_device, token_id_set
 from langgraph_specsearch.server.kvbatch import RunningBatch, supports_cache
-from langgraph_specsearch.server.schema import Prepared
+from langgraph_specsearch.server.schema import Prepared, TGIError
 from langgraph_specsearch.server.speculative import (
     FLOOR_LOGPROB,
     SpeculativeDecoder,
@@ -69,6 +70,9 @@ from langgraph_specsearch.server.speculative import (
 
 CANCEL_WAIT_S = 5.0
 """How long a cancelled request waits for its running rows to leave the batch."""
+
+ADMISSION_POLL_S = 0.05
+"""How often a queued request checks whether it was admitted (for its queue timeout)."""
 
 
 @dataclass
@@ -143,8 +147,11 @@ class Engine:
         max_batch_size: int,
         batch_wait_s: float,
         draft_tokens: int = 4,
+        queue_timeout_s: float | None = None,
     ) -> None:
         self.model = model
+        self.queue_timeout_s = queue_timeout_s
+        """A request whose rows are not all admitted within this many seconds gets 429."""
         self.tokenizer = tokenizer
         self.draft = draft
         self.max_batch_size = max_batch_size
@@ -182,7 +189,9 @@ class Engine:
 
         Cancelled (the client went away), the rows are marked cancelled and, for the rows the
         engine already decodes, this waits (a few seconds at most) until they have left the
-        batch, so the request's slot is freed only once its work has stopped.
+        batch, so the request's slot is freed only once its work has stopped. Rows still
+        queued after `queue_timeout_s` are withdrawn the same way and the request fails with
+        TGI's 429 `overloaded` error.
         """
         assert self.queue is not None, "engine not started (use the app's lifespan)"
         loop = asyncio.get_running_loop()
@@ -191,9 +200,23 @@ class Engine:
             fut: asyncio.Future[None] = loop.create_future()
             futures.append(fut)
             self.queue.put_nowait((row, fut))
+        everything = asyncio.gather(*(asyncio.shield(f) for f in futures))
         try:
-            await asyncio.gather(*(asyncio.shield(f) for f in futures))
-        except asyncio.CancelledError:
+            if self.queue_timeout_s is not None:
+                deadline = loop.time() + self.queue_timeout_s
+                while not all(r.admitted for r in rows):
+                    done, _ = await asyncio.wait({everything}, timeout=ADMISSION_POLL_S)
+                    if done:
+                        break
+                    if loop.time() > deadline:
+                        raise TGIError(
+                            429,
+                            f"Model is overloaded: not scheduled within {self.queue_timeout_s:g}"
+                            " s (serve --queue-timeout)",
+                            "overloaded",
+                        )
+            await everything
+        except (asyncio.CancelledError, TGIError):
             for row in rows:
                 row.cancelled = True
             running = [f for r, f in zip(rows, futures, strict=True) if r.admitted]
@@ -203,6 +226,11 @@ class Engine:
                 if fut.done() and not fut.cancelled():
                     fut.exception()  # retrieved: nobody reads a cancelled request's error
             raise
+        finally:
+            if not everything.done():
+                everything.cancel()
+            with contextlib.suppress(BaseException):
+                everything.exception()
 
     async def run(self) -> None:
         """Admit requests between decode steps and decode the running batch (see module doc)."""
@@ -229,7 +257,7 @@ class Engine:
                     await self._run_group([item], self._generate_speculative, item[0])
             if not self.continuous:
                 if plain:
-                    await self._run_group(plain, self._generate_batch, [r for r, _ in plain])
+                    await self._run_static(plain)
                 continue
             if plain:
                 self.batches_run += 1
@@ -264,6 +292,25 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - reported to every waiting request
             for row, _ in group:
                 row.error = exc
+        self.batches_run += 1
+        for row, fut in group:
+            _resolve(row, fut)
+
+    async def _run_static(self, group: list[tuple[Row, asyncio.Future[None]]]) -> None:
+        """One `generate` for the group; if it fails as a whole, each row again alone."""
+        loop = asyncio.get_running_loop()
+        rows = [r for r, _ in group]
+        try:
+            await loop.run_in_executor(self.executor, self._generate_batch, rows)
+        except Exception as exc:  # noqa: BLE001 - isolated below
+            for row in rows:
+                if len(rows) == 1 or row.tokens:
+                    row.error = exc  # a lone row, or one that already streamed tokens
+            for row in rows:
+                if row.error is None:
+                    await self._run_group(
+                        [(row, _future_of(group, row))], self._generate_batch, [row]
+                    )
         self.batches_run += 1
         for row, fut in group:
             _resolve(row, fut)
@@ -339,9 +386,16 @@ class Engine:
             if new_rows:
                 try:
                     self._admit(new_rows)
-                except Exception as exc:  # noqa: BLE001 - reported to the new requests
+                except Exception as exc:  # noqa: BLE001 - isolated: each row again alone
                     for row in new_rows:
-                        row.error = exc
+                        if len(new_rows) == 1 or row.tokens:
+                            row.error = exc
+                    for row in new_rows:
+                        if row.error is None:
+                            try:
+                                self._admit([row])
+                            except Exception as alone:  # noqa: BLE001 - this row's request fails
+                                row.error = alone
             if self._batch is not None:
                 try:
                     self._decode()
@@ -480,11 +534,15 @@ class Engine:
         with self.lock, torch.inference_mode():
             inputs = torch.tensor([ids], dtype=torch.long, device=self.device)
             logits = self.model(input_ids=inputs).logits[0]
-        lps = torch.log_softmax(logits.float(), dim=-1)
-        out: list[float | None] = [None]
-        for i in range(1, len(ids)):
-            out.append(float(lps[i - 1, ids[i]]))
-        return out
+            targets = torch.tensor(ids[1:], dtype=torch.long, device=logits.device)
+            picked = []
+            for start in range(0, len(ids) - 1, PREFILL_CHUNK):  # log_softmax a slice at a time
+                chunk = torch.log_softmax(logits[start : start + PREFILL_CHUNK].float(), dim=-1)
+                rows = targets[start : start + PREFILL_CHUNK]
+                picked.append(chunk[torch.arange(len(rows)), rows])
+            del logits
+        values = torch.cat(picked).tolist() if picked else []
+        return [None, *(float(v) for v in values)]
 
 
 class RowChooser(LogitsProcessor):
@@ -503,8 +561,22 @@ class RowChooser(LogitsProcessor):
             seen = None
             if row.repetition_penalty != 1.0 or row.frequency_penalty != 0.0:
                 seen = input_ids[i][-(len(row.ids) + len(row.tokens)) :]
-            out[i, self.engine._choose(row, scores[i], seen)] = 0.0
+            try:
+                out[i, self.engine._choose(row, scores[i], seen)] = 0.0
+            except Exception as exc:  # noqa: BLE001 - this row's request fails, not the batch
+                row.error = exc
+                row.finish_reason = "error"
+                out[i, self.engine.pad_id] = 0.0
         return out  # type: ignore[return-value]
+
+
+PREFILL_CHUNK = 128
+"""Prompt positions whose log-softmax is taken at once (bounds `prefill`'s extra memory)."""
+
+
+def _future_of(group: list[tuple[Row, asyncio.Future[None]]], row: Row) -> asyncio.Future[None]:
+    """The future of `row` in `group`."""
+    return next(f for r, f in group if r is row)
 
 
 def _resolve(row: Row, fut: asyncio.Future[None]) -> None:

@@ -9,47 +9,74 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
 
 VERSION = "3.3.6-specsearch"
+
+Request = TypeVar("Request", bound=BaseModel)
 
 Tokenize = Callable[[str], tuple[list[int], list[tuple[int, int]]]]
 """Text -> (token ids, character offsets of each token)."""
 
 
+U32 = 2**32 - 1
+U64 = 2**64 - 1
+Float = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-3.4e38, le=3.4e38)]
+"""A JSON number TGI reads as an f32: finite, no strings or booleans."""
+Bool = Annotated[bool, Field(strict=True)]
+Str = Annotated[str, Field(strict=True)]
+
+
+def _integral(value: Any) -> Any:
+    """`3.0` -> 3: JSON Schema counts an integral number as an integer (and so does a client)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2.0**64:
+        return int(value)
+    return value
+
+
+def _int(high: int) -> Any:
+    """A JSON integer up to `high` (TGI's Rust integer types): no fractions, strings, booleans."""
+    return Annotated[int, BeforeValidator(_integral), Field(strict=True, le=high)]
+
+
 class GrammarParam(BaseModel):
     """TGI's `grammar` parameter (accepted by the schema, rejected by validation)."""
 
-    type: str
+    type: Str
     value: Any = None
 
 
 class GenerateParameters(BaseModel):
-    """TGI `GenerateParameters` (unknown fields are ignored, as TGI's serde does)."""
+    """TGI `GenerateParameters` (unknown fields are ignored, as TGI's serde does).
+
+    Types are as strict as TGI's serde: integers are JSON integers within the Rust type's
+    range (`seed` u64, counts u32), floats are finite, booleans are booleans.
+    """
 
     model_config = ConfigDict(extra="ignore")
 
-    adapter_id: str | None = None
-    best_of: int | None = None
-    decoder_input_details: bool = False
-    details: bool = False
-    do_sample: bool = False
-    frequency_penalty: float | None = None
+    adapter_id: Str | None = None
+    best_of: _int(U64) | None = None  # type: ignore[valid-type]
+    decoder_input_details: Bool = False
+    details: Bool = False
+    do_sample: Bool = False
+    frequency_penalty: Float | None = None
     grammar: GrammarParam | None = None
-    max_new_tokens: int | None = None
-    repetition_penalty: float | None = None
-    return_full_text: bool | None = None
-    seed: int | None = None
-    stop: list[str] = Field(default_factory=list)
-    temperature: float | None = None
-    top_k: int | None = None
-    top_n_tokens: int | None = None
-    top_p: float | None = None
-    truncate: int | None = None
-    typical_p: float | None = None
-    watermark: bool = False
+    max_new_tokens: _int(U32) | None = None  # type: ignore[valid-type]
+    repetition_penalty: Float | None = None
+    return_full_text: Bool | None = None
+    seed: _int(U64) | None = None  # type: ignore[valid-type]
+    stop: list[Str] = Field(default_factory=list)
+    temperature: Float | None = None
+    top_k: _int(2**31 - 1) | None = None  # type: ignore[valid-type]
+    top_n_tokens: _int(U32) | None = None  # type: ignore[valid-type]
+    top_p: Float | None = None
+    truncate: _int(U64) | None = None  # type: ignore[valid-type]
+    typical_p: Float | None = None
+    watermark: Bool = False
 
 
 class GenerateRequest(BaseModel):
@@ -57,9 +84,26 @@ class GenerateRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    inputs: str
+    inputs: Str
     parameters: GenerateParameters = Field(default_factory=GenerateParameters)
-    stream: bool = False
+    stream: Bool = False
+
+
+class TokenizeParameters(BaseModel):
+    """The parameters `/tokenize` reads (the others are ignored there, as in TGI)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    truncate: _int(U64) | None = None  # type: ignore[valid-type]
+
+
+class TokenizeRequest(BaseModel):
+    """`/tokenize`'s body: a `GenerateRequest` of which only `inputs` and `truncate` count."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    inputs: Str
+    parameters: TokenizeParameters = Field(default_factory=TokenizeParameters)
 
 
 class TGIError(Exception):
@@ -91,6 +135,8 @@ class Limits:
     max_best_of: int
     max_stop_sequences: int
     max_top_n_tokens: int
+    prefill_logprobs_tokens: int = 1024
+    """Longest prompt whose token log-probabilities (`decoder_input_details`) are computed."""
 
 
 class Prepared(BaseModel):
@@ -187,6 +233,12 @@ def prepare(req: GenerateRequest, limits: Limits, tokenize: Tokenize, *, stream:
         raise validation_error(
             f"`inputs` must have less than {limits.max_input_tokens} tokens. Given: {len(ids)}"
         )
+    if p.decoder_input_details and len(ids) > limits.prefill_logprobs_tokens:
+        raise validation_error(
+            "`decoder_input_details` == true is limited to prompts of at most"
+            f" {limits.prefill_logprobs_tokens} tokens (serve --prefill-logprobs-tokens)."
+            f" Given: {len(ids)}"
+        )
     max_new = (
         p.max_new_tokens if p.max_new_tokens is not None else limits.max_total_tokens - len(ids)
     )
@@ -211,3 +263,29 @@ def prepare(req: GenerateRequest, limits: Limits, tokenize: Tokenize, *, stream:
         seed=seed,
         top_n=top_n,
     )
+
+
+def parse_request(body: bytes) -> GenerateRequest:
+    """A `/generate` body as TGI's serde reads it; a 422 `validation` error naming the field."""
+    return _parse(body, GenerateRequest)
+
+
+def parse_tokenize(body: bytes) -> TokenizeRequest:
+    """A `/tokenize` body (see `TokenizeRequest`)."""
+    return _parse(body, TokenizeRequest)
+
+
+def _parse(body: bytes, model: type[Request]) -> Request:
+    """`model` from JSON bytes, or TGI's 422 naming the first bad field."""
+    try:
+        return model.model_validate_json(body)
+    except PydanticValidationError as exc:
+        errors = exc.errors(include_url=False)
+        if not errors:
+            raise validation_error("Failed to deserialize the JSON body") from None
+        first = errors[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        message = str(first["msg"])
+        if first["type"] == "json_invalid":
+            raise validation_error(f"Failed to parse the request body as JSON: {message}") from None
+        raise validation_error(f"Failed to deserialize the JSON body: {where}: {message}") from None
