@@ -80,7 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--beam-width", type=int, default=2)
     p.add_argument("--n", type=int, default=4, help="children per node (N)")
-    p.add_argument("--drafts", type=int, default=None, help="drafts per node (default N)")
+    p.add_argument("--drafts", type=int, default=None, help="drafts per node (default 2N)")
     p.add_argument("--search", choices=["beam", "mcts", "best-of-n"], default="beam")
     p.add_argument("--pipeline", choices=["per_node", "lockstep"], default="per_node")
     p.add_argument("--regenerate", choices=["missing", "all"], default="missing")
@@ -224,7 +224,7 @@ class Bench:
                 costs,
                 acceptance=acceptance,
                 nodes=nodes,
-                drafts=n if paper else min(a.drafts or n, n) if n == 1 else (a.drafts or n),
+                drafts=n if paper else (a.drafts or 2 * n),
                 need=need,
                 schedule="paper" if paper else "concurrent",
                 probe=bool(point.get("probe")),

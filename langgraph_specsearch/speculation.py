@@ -44,7 +44,10 @@ class SpeculationConfig(BaseModel):
     Attributes:
         pipeline: `per_node` or `lockstep` (the paper).
         regenerate: `missing` (make up the shortfall below `need`) or `all` (the paper).
-        drafts: Drafts per node; None drafts as many children as the template asks for (`n`).
+        drafts: Drafts per node; None: twice the children the template asks for (`2n`) with
+            `regenerate="missing"` (drafting more costs little when decoding is latency-bound,
+            and more drafts pass, so the large model is needed less and the template has more
+            candidates), `n` with `"all"` (the paper).
         concurrent: Start the large model's make-up requests while drafting (`auto`: when
             small and large run on different devices or endpoints).
         controller: `on` sends an expansion to the large model alone when speculation is
@@ -68,6 +71,12 @@ class SpeculationConfig(BaseModel):
     explore_every: int = Field(8, ge=1)
     probe_every: int = Field(8, ge=0)
     min_cost_s: float = Field(0.005, ge=0.0)
+
+    def drafts_for(self, n: int) -> int:
+        """Drafts per node when the template asks for `n` children."""
+        if self.drafts is not None:
+            return self.drafts
+        return 2 * n if self.regenerate == "missing" else n
 
     @classmethod
     def paper(cls) -> SpeculationConfig:

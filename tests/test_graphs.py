@@ -21,7 +21,8 @@ PAPER = SpeculationConfig.paper()
 
 def small_script(scores_per_call: list[list[float]]):
     def script(prompt: str, call: int, i: int) -> str:
-        return f"small c{call} {scores_per_call[call][i]}"
+        row = scores_per_call[call]
+        return f"small c{call} {row[i % len(row)]}"
 
     return script
 

@@ -18,6 +18,7 @@ from langgraph_specsearch.graphs.mcts import (
     select_child,
     select_leaf,
 )
+from langgraph_specsearch.speculation import SpeculationConfig
 from langgraph_specsearch.state import ROOT_ID, root_node
 
 # Greedy takes A (0.9), but A's subtree is poor; B (0.6) leads to the answer 7 (0.95).
@@ -251,9 +252,9 @@ def test_specsearch_expander_inside_mcts() -> None:
     small = ScriptedBackend("small", lambda prompt, call, i: f"small{call}{i} {[0.9, 0.2][i]}")
     large = ScriptedBackend("large", lambda prompt, call, i: f"large{call}{i} 0.5")
     prm = ScriptedPRM(by_text)
-    out, final = run_full(
-        create_mcts(create_speculative_expander(small, large, prm), iterations=3, complete=False)
-    )
+    paper = SpeculationConfig.paper()  # N drafts, every rejected one regenerated
+    expander = create_speculative_expander(small, large, prm, speculation=paper)
+    out, final = run_full(create_mcts(expander, iterations=3, complete=False))
     trace = out["threshold_trace"]
     assert len(trace) == 3
     # Warm-up: the large model makes the first expansion (at the root, depth 1).

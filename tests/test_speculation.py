@@ -29,7 +29,10 @@ from langgraph_specsearch.speculation import (
 from langgraph_specsearch.threshold import ThresholdStore
 from langgraph_specsearch.types import Generation, GenerationParams
 
-SEQUENTIAL = SpeculationConfig(concurrent="off", controller="off", probe_every=0)
+
+def sequential(drafts: int) -> SpeculationConfig:
+    """No concurrency, controller or probes; `drafts` per node (scripts index drafts)."""
+    return SpeculationConfig(concurrent="off", controller="off", probe_every=0, drafts=drafts)
 
 
 def run(graph, question: str = "q") -> dict:
@@ -58,7 +61,7 @@ def test_missing_asks_only_the_shortfall_per_node_and_nodes_run_alone() -> None:
     )
     large = ScriptedBackend("large", large_by_node)
     expander = create_speculative_expander(
-        small, large, ScriptedPRM(by_text), speculation=SEQUENTIAL
+        small, large, ScriptedPRM(by_text), speculation=sequential(4)
     )
     out = run(create_beam_search(expander, beam_width=2, n=4, max_steps=2, complete=False))
     second = out["threshold_trace"][1]
@@ -95,7 +98,7 @@ def test_blank_drafts_are_rejected_and_counted() -> None:
 
     large = ScriptedBackend("large", large_by_node)
     expander = create_speculative_expander(
-        ScriptedBackend("small", small), large, ScriptedPRM(by_text), speculation=SEQUENTIAL
+        ScriptedBackend("small", small), large, ScriptedPRM(by_text), speculation=sequential(2)
     )
     out = run(create_beam_search(expander, beam_width=1, n=2, max_steps=2, complete=False))
     stats = out["stats"]
@@ -108,7 +111,7 @@ def test_greedy_drafts_are_made_and_counted_once() -> None:
     large = ScriptedBackend("large", large_by_node)
     greedy = GenerationParams(temperature=0.0)
     expander = create_speculative_expander(
-        small, large, ScriptedPRM(by_text), speculation=SEQUENTIAL, draft_params=greedy
+        small, large, ScriptedPRM(by_text), speculation=sequential(4), draft_params=greedy
     )
     out = run(create_beam_search(expander, beam_width=1, n=4, max_steps=2, complete=False))
     assert small.calls[0][1] == 1 and large.calls[0][1] == 1
@@ -118,7 +121,7 @@ def test_greedy_drafts_are_made_and_counted_once() -> None:
 def test_probe_asks_the_large_model_when_it_has_been_idle() -> None:
     small = ScriptedBackend("small", lambda p, c, i: f"s{c}{i} 0.9")
     large = ScriptedBackend("large", large_by_node)
-    cfg = SpeculationConfig(concurrent="off", controller="off", probe_every=2)
+    cfg = SpeculationConfig(concurrent="off", controller="off", probe_every=2, drafts=2)
     expander = create_speculative_expander(small, large, ScriptedPRM(by_text), speculation=cfg)
     out = run(create_beam_search(expander, beam_width=1, n=2, max_steps=5, complete=False))
     decisions = [
@@ -142,7 +145,7 @@ def test_store_carries_beta_to_the_next_problem_without_warmup(tmp_path) -> None
 
     def search() -> dict:
         expander = create_speculative_expander(
-            small, large, ScriptedPRM(by_text), speculation=SEQUENTIAL, store=store
+            small, large, ScriptedPRM(by_text), speculation=sequential(2), store=store
         )
         return run(create_beam_search(expander, beam_width=1, n=2, max_steps=2, complete=False))
 
@@ -195,7 +198,9 @@ def _concurrent_children(delays: dict[int, float]) -> tuple[list[str], DelayedLa
     small = ScriptedBackend("small", lambda p, c, i: f"s{c}{i} {[0.1, 0.1, 0.9][i]}")
     small.device_key = "remote-small"  # type: ignore[attr-defined]
     large = DelayedLarge(delays)
-    cfg = SpeculationConfig(controller="off", probe_every=0)  # concurrent: auto (two devices)
+    cfg = SpeculationConfig(
+        controller="off", probe_every=0, drafts=3
+    )  # concurrent: auto (two devices)
     expander = create_speculative_expander(
         small, large, ScriptedPRM(by_text), speculation=cfg, draft_params=GenerationParams(seed=5)
     )
@@ -236,7 +241,7 @@ def test_controller_falls_back_when_speculation_loses_and_explores() -> None:
     # the small model is as slow as the large one and its drafts mostly fail: speculation loses
     small = Timed("small", lambda p, c, i: f"s{c}{i} {[0.9, 0.1, 0.1, 0.1][i]}", 1.0)
     large = Timed("large", large_by_node, 1.0)
-    cfg = SpeculationConfig(concurrent="off", probe_every=0, explore_every=3)
+    cfg = SpeculationConfig(concurrent="off", probe_every=0, explore_every=3, drafts=4)
     expander = create_speculative_expander(small, large, ScriptedPRM(by_text), speculation=cfg)
     graph = create_beam_search(expander, beam_width=1, n=4, max_steps=8).compile()
     out = run_virtual(graph.ainvoke({"question": "q"}))
@@ -343,4 +348,17 @@ def test_per_node_pipelines_still_batch_an_in_process_model() -> None:
     run(create_beam_search(expander, beam_width=2, n=4, max_steps=3))
     # after the root's warm-up, both nodes' drafts go to the model in one call per step
     assert [len(prompts) for prompts, _ in small.calls][:2] == [2, 2]
-    assert prm.calls[1] == 8  # both nodes' drafts scored in one PRM call
+    assert prm.calls[1] == 2 * 8  # both nodes' 2N drafts scored in one PRM call
+
+
+def test_missing_drafts_twice_the_children_by_default() -> None:
+    small = ScriptedBackend("small", lambda p, c, i: f"s{c}{i} {0.9 if i % 2 else 0.1}")
+    large = ScriptedBackend("large", large_by_node)
+    cfg = SpeculationConfig(concurrent="off", controller="off", probe_every=0)
+    assert cfg.drafts_for(3) == 6 and SpeculationConfig.paper().drafts_for(3) == 3
+    expander = create_speculative_expander(small, large, ScriptedPRM(by_text), speculation=cfg)
+    out = run(create_beam_search(expander, beam_width=1, n=3, max_steps=2, complete=False))
+    assert small.calls[0][1] == 6  # 2n drafts for the node
+    second = out["threshold_trace"][1]
+    # 3 of 6 drafts pass; need = beam width 1: no large thought
+    assert (second["accepted"], second["rejected"]) == (3, 3) and second["large_scores"] == []

@@ -143,7 +143,6 @@ def _build(
             make_prepare_node(
                 threshold,
                 speculation=speculation,
-                drafts=speculation.drafts,
                 concurrent=concurrent,
                 store=store,
                 large_only=large_only,
@@ -181,7 +180,7 @@ def create_speculative_expander(
 ) -> StateGraph:
     """Create the SpecSearch expander: per node, draft, evaluate, reject, [regenerate, evaluate].
 
-    1. **draft**: `small` writes thoughts for the node (`speculation.drafts`, default `n`).
+    1. **draft**: `small` writes thoughts for the node (`speculation.drafts`, default `2n`).
     2. **evaluate**: `prm` scores them in one batched call.
     3. **reject**: a draft is kept iff its score >= beta(k), the threshold in the state.
     4. **regenerate**: `large` makes up what is missing: the shortfall below the `need`

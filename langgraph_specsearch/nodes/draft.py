@@ -43,7 +43,7 @@ def distinct(params: GenerationParams, count: int) -> int:
 
 def drafts_per_node(speculation: SpeculationConfig, n: int, params: GenerationParams) -> int:
     """Drafts the small model writes per node."""
-    return distinct(params, speculation.drafts or n)
+    return distinct(params, speculation.drafts_for(n))
 
 
 def makeup_limit(speculation: SpeculationConfig, drafts: int, need: int) -> int:

@@ -27,7 +27,6 @@ def make_prepare_node(
     threshold: ThresholdConfig,
     *,
     speculation: SpeculationConfig,
-    drafts: int | None,
     concurrent: bool,
     store: ThresholdStore | None = None,
     large_only: bool = False,
@@ -48,7 +47,7 @@ def make_prepare_node(
             decision = decide(
                 th.get("controller", {}),
                 speculation,
-                drafts=drafts or n,
+                drafts=speculation.drafts_for(n),
                 need=state.get("need", n),
                 nodes=len(state["expand"]) if speculation.pipeline == "per_node" else 1,
                 concurrent=concurrent,
