@@ -92,6 +92,12 @@ class SearchConfig(BaseModel):
     """transformers `device_map` (e.g. `auto` to shard over GPUs); overrides `device`."""
     dtype: str | None = None
     """transformers dtype (`float32`, `bfloat16`, `float16`); None: float32."""
+    api_key: str | None = Field(None, repr=False)
+    """Bearer token of the endpoints; None: `$SPECSEARCH_API_KEY`, else `$HF_TOKEN`."""
+    timeout: float = Field(20.0, gt=0)
+    """Seconds one endpoint call may take."""
+    retries: int = Field(1, ge=0)
+    """Retries of an endpoint call that failed for a reason worth retrying (see `endpoint.py`)."""
 
     @field_validator("small", "large")
     @classmethod
@@ -163,12 +169,15 @@ def load_components(config: SearchConfig) -> Components:
         if not config.large_url:
             raise ValueError("--large-url is needed with --small-url")
         fmt, protocol = config.prompt_format, config.protocol
+        plumbing = _endpoint_options(config)
         small = (
-            endpoint_backend(config.small_url, protocol=protocol, prompt_format=fmt)
+            endpoint_backend(config.small_url, protocol=protocol, prompt_format=fmt, **plumbing)
             if config.small_url
             else None
         )
-        large: Backend = endpoint_backend(config.large_url, protocol=protocol, prompt_format=fmt)
+        large: Backend = endpoint_backend(
+            config.large_url, protocol=protocol, prompt_format=fmt, **plumbing
+        )
     else:
         from langgraph_specsearch.engines import load_local_backends
 
@@ -176,6 +185,11 @@ def load_components(config: SearchConfig) -> Components:
     if needs_sd:  # one-line error naming the endpoint, not silent plain decoding
         require_speculation(large, sampling=config.temperature > 0)
     return Components(small=small, large=large, prm=build_prm(config, small))
+
+
+def _endpoint_options(config: SearchConfig) -> dict[str, Any]:
+    """`endpoint_backend`'s key, timeout and retries from a config."""
+    return {"api_key": config.api_key, "timeout": config.timeout, "retries": config.retries}
 
 
 def build_prm(config: SearchConfig, judge_backend: Backend | None) -> PRM:
@@ -202,7 +216,10 @@ def build_prm(config: SearchConfig, judge_backend: Backend | None) -> PRM:
         from langgraph_specsearch.backends.endpoint import endpoint_backend
 
         judge_backend = endpoint_backend(
-            config.prm_url, protocol=config.protocol, prompt_format=config.prompt_format
+            config.prm_url,
+            protocol=config.protocol,
+            prompt_format=config.prompt_format,
+            **_endpoint_options(config),
         )
     if judge_backend is None:
         raise ValueError("the judge PRM needs a small model or --prm-url")
@@ -339,6 +356,7 @@ async def asolve(
         on_update: Called with (node name, update) for every node that finishes.
         on_event: Called with every live search event (`events.SearchEvent`) as it happens.
     """
+    check_solve_arguments(question, config, components, checkpoint, thread_id)
     config = config or SearchConfig()
     if question is not None and not question.strip():
         raise ValueError("question must not be empty")
@@ -351,6 +369,13 @@ async def asolve(
             raise ValueError(
                 f"thread {thread_id!r} already holds a search: resume it or use a new thread id"
             )
+        if checkpoint is not None:  # the options travel with the checkpoint (run_record.py)
+            from langgraph_specsearch import run_record
+
+            if question is None:
+                await asyncio.to_thread(run_record.check_resume, str(checkpoint), thread_id, config)
+            else:
+                await asyncio.to_thread(run_record.record, str(checkpoint), thread_id, config)
         if components is None:
             components = await asyncio.to_thread(load_components, config)
         builder = create_search_graph(config, components=components)
@@ -370,11 +395,49 @@ async def asolve(
         state = await graph.aget_state(run_config)
     if state.next:
         raise RuntimeError(f"search stopped before the end (next: {state.next})")
+    if not state.values.get("question"):
+        raise ValueError(f"thread {thread_id!r} holds no search to resume")
     return result_from_state(state.values, config)
+
+
+def check_solve_arguments(
+    question: Any, config: Any, components: Any, checkpoint: Any, thread_id: Any
+) -> None:
+    """TypeError naming the argument of `solve` / `asolve` that has the wrong type; ValueError
+    for a checkpoint file whose directory does not exist."""
+    import os
+
+    if question is None:
+        if checkpoint is None:
+            raise TypeError(
+                "question must be a str (None resumes a checkpointed search: pass checkpoint="
+                " and thread_id=)"
+            )
+    elif not isinstance(question, str):
+        raise TypeError(f"question must be a str, got {type(question).__name__}")
+    if config is not None and not isinstance(config, SearchConfig):
+        raise TypeError(f"config must be a SearchConfig or None, got {type(config).__name__}")
+    if components is not None and not isinstance(components, Components):
+        raise TypeError(f"components must be a Components or None, got {type(components).__name__}")
+    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(f"checkpoint must be a path or None, got {type(checkpoint).__name__}")
+    if not isinstance(thread_id, str) or not thread_id:
+        raise TypeError(f"thread_id must be a non-empty str, got {thread_id!r}")
+    if checkpoint is not None:
+        folder = os.path.dirname(os.path.abspath(os.fspath(checkpoint)))
+        if not os.path.isdir(folder):
+            raise ValueError(f"checkpoint {os.fspath(checkpoint)!r}: no directory {folder!r}")
 
 
 def solve(question: str, config: SearchConfig | None = None, **kwargs: Any) -> SearchResult:
     """Synchronous `asolve` (works inside a running event loop too; there, prefer `asolve`)."""
     from langgraph_specsearch.background_loop import run_sync
 
+    check_solve_arguments(
+        question,
+        config,
+        kwargs.get("components"),
+        kwargs.get("checkpoint"),
+        kwargs.get("thread_id", "specsearch"),
+    )
     return run_sync(asolve(question, config, **kwargs))

@@ -150,6 +150,16 @@ def solve(
     prompt_format: Annotated[
         str, typer.Option(help="Prompt format for endpoints: fewshot | chatml")
     ] = "fewshot",
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            help="Bearer token of the endpoints [default: $SPECSEARCH_API_KEY, else $HF_TOKEN]."
+        ),
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds per endpoint call.")] = 20.0,
+    retries: Annotated[
+        int, typer.Option(help="Retries of a failed endpoint call (timeouts, 5xx, 429).")
+    ] = 1,
     prm: Annotated[
         str,
         typer.Option(
@@ -267,6 +277,9 @@ def solve(
             prm_url=prm_url,
             protocol=protocol,  # type: ignore[arg-type]
             prompt_format=prompt_format,  # type: ignore[arg-type]
+            api_key=api_key,
+            timeout=timeout,
+            retries=retries,
             prm=prm,
             prm_model=prm_model,
             prm_engine=prm_engine,  # type: ignore[arg-type]
@@ -307,14 +320,21 @@ def solve(
         )
     except ValidationError as exc:
         fail(_config_error(exc))
-    if html and not os.path.isdir(os.path.dirname(os.path.abspath(html))):
-        fail(f"--html: no directory for {html}")
+    for flag, path in (("--html", html), ("--tree", tree), ("--checkpoint", checkpoint)):
+        if path:
+            problem = _unwritable(path)
+            if problem:
+                fail(f"{flag} {path}: {problem}")
     if checkpoint is None:
         from langgraph_specsearch.models import cache_dir
 
-        cache_dir().mkdir(parents=True, exist_ok=True)
+        try:
+            cache_dir().mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            fail(f"cache {cache_dir()}: {exc.strerror or exc} (pass --checkpoint FILE)")
         checkpoint = str(cache_dir() / "checkpoints.sqlite")
     thread_id = thread_id or f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    resume_hint = f" (resume: same command with --resume --thread-id {thread_id})"
     try:
         result = asyncio.run(
             asolve(
@@ -326,25 +346,60 @@ def solve(
                 on_event=_event_printer(as_json) if stream else None,
             )
         )
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:  # configuration: resuming would not help
         fail(str(exc).splitlines()[0])
     except KeyboardInterrupt:
-        fail("interrupted", 130)
+        fail(f"interrupted{resume_hint}", 130)
     except Exception as exc:  # a model call failed after retries: say so in one line
-        hint = f" (resume: same command with --resume --thread-id {thread_id})"
-        fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}{hint}", 1)
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        hint = resume_hint if _resumable(exc) else ""
+        fail(f"{type(exc).__name__}: {text}{hint}", 1)
+    unwritten = []  # the result is printed even when a file cannot be written
     if html:
         from langgraph_specsearch.tree_page import write_tree_html
 
         try:
             write_tree_html(result, html)
         except OSError as exc:
-            fail(f"{html}: {exc.strerror or exc}")
+            unwritten.append(f"{html}: {exc.strerror or exc}")
     if tree:
         from langgraph_specsearch.viz import search_tree_mermaid
 
-        with open(tree, "w", encoding="utf-8") as fh:
-            fh.write(search_tree_mermaid(result))
+        try:
+            with open(tree, "w", encoding="utf-8") as fh:
+                fh.write(search_tree_mermaid(result))
+        except OSError as exc:
+            unwritten.append(f"{tree}: {exc.strerror or exc}")
+    _print_result(result, as_json=as_json, stream=stream, show_tree=show_tree)
+    if unwritten:
+        fail("; ".join(unwritten), 1)
+
+
+def _unwritable(path: str) -> str | None:
+    """Why `path` cannot be written (checked before a search starts), or None."""
+    target = os.path.abspath(path)
+    folder = os.path.dirname(target)
+    if os.path.isdir(target):
+        return "is a directory"
+    if not os.path.isdir(folder):
+        return f"no directory {folder}"
+    if os.path.exists(target):
+        return None if os.access(target, os.W_OK) else "not writable"
+    return None if os.access(folder, os.W_OK) else f"directory {folder} not writable"
+
+
+def _resumable(exc: BaseException) -> bool:
+    """Whether `--resume` can help: an endpoint that failed after its retries (it may come
+    back), not one that rejected the request (4xx) nor a configuration error."""
+    from langgraph_specsearch.backends.base import BackendError
+
+    if isinstance(exc, BackendError):
+        return " rejected:" not in str(exc)
+    return isinstance(exc, (ConnectionError, TimeoutError, OSError))
+
+
+def _print_result(result: SearchResult, *, as_json: bool, stream: bool, show_tree: bool) -> None:
+    """The tree (with --show-tree) and the result, as text or JSON."""
     if show_tree:
         from langgraph_specsearch.viz import search_tree_rich
 

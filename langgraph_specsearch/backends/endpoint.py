@@ -73,12 +73,32 @@ def detect_protocol(
     )
 
 
+DEFAULT_TIMEOUT_S = 20.0
+"""Seconds one endpoint call may take (a frozen server is given up on after the retries)."""
+
+DEFAULT_RETRIES = 1
+"""Retries of a failed call (connection errors, timeouts, 5xx, 429): with the timeout, a frozen
+endpoint fails in about 2 x 20 s, a dead one (connection refused) in about a second."""
+
+HF_TOKEN_ENV = "HF_TOKEN"
+"""The variable huggingface_hub reads its token from (used when `SPECSEARCH_API_KEY` is unset)."""
+
+
+def resolve_api_key(api_key: str | None) -> str | None:
+    """`api_key`, else `$SPECSEARCH_API_KEY`, else `$HF_TOKEN` (as huggingface_hub), else None."""
+    if api_key:
+        return api_key
+    return os.environ.get(API_KEY_ENV) or os.environ.get(HF_TOKEN_ENV) or None
+
+
 def endpoint_backend(
     url: str,
     *,
     protocol: ProtocolName = "auto",
     prompt_format: str | PromptFormat = "fewshot",
     api_key: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    retries: int = DEFAULT_RETRIES,
 ) -> Backend:
     """A backend for `url`: `TGIBackend` or `OpenAIBackend`, by `protocol` or detection.
 
@@ -86,12 +106,21 @@ def endpoint_backend(
         url: server root (`http://host:port`); for OpenAI-compatible servers `.../v1` works too.
         protocol: `tgi`, `openai`, or `auto` (ask the server, see `detect_protocol`).
         prompt_format: `fewshot`, `chatml` or a `PromptFormat`.
-        api_key: bearer token; default `$SPECSEARCH_API_KEY` when set.
+        api_key: bearer token; default `$SPECSEARCH_API_KEY`, else `$HF_TOKEN`, when set.
+        timeout: seconds per call.
+        retries: retries of a call that failed for a reason worth retrying.
     """
-    kind = detect_protocol(url, api_key=api_key) if protocol == "auto" else protocol
+    key = resolve_api_key(api_key)
+    if protocol == "auto":
+        kind = detect_protocol(url, api_key=key, timeout=min(timeout, 10.0), attempts=retries + 1)
+    else:
+        kind = protocol
     if kind == "openai":
-        return OpenAIBackend(url, prompt_format=prompt_format, api_key=api_key)
+        return OpenAIBackend(
+            url, prompt_format=prompt_format, api_key=key, timeout=timeout, retries=retries
+        )
     from langgraph_specsearch.backends.tgi import TGIBackend
 
-    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
-    return TGIBackend(base_url(url), prompt_format=prompt_format, api_key=key)
+    return TGIBackend(
+        base_url(url), prompt_format=prompt_format, api_key=key, timeout=timeout, retries=retries
+    )

@@ -30,6 +30,7 @@ from tenacity import (
 )
 
 from langgraph_specsearch.backends.base import BackendError
+from langgraph_specsearch.backends.hub_offline import allow_endpoint
 from langgraph_specsearch.background_loop import run_sync
 from langgraph_specsearch.prompts import PromptFormat, prompt_format_by_name
 from langgraph_specsearch.types import FinishReason, Generation, GenerationParams
@@ -209,6 +210,7 @@ class TGIBackend:
         loop = asyncio.get_running_loop()
         state = self._per_loop.get(loop)
         if state is None:
+            allow_endpoint(self.url)  # HF_HUB_OFFLINE=1 blocks the Hub, not this server
             state = self._per_loop[loop] = _LoopState(
                 AsyncInferenceClient(base_url=self.url, api_key=self.api_key, timeout=self.timeout),
                 httpx.AsyncClient(timeout=self.timeout, headers=self._headers()),
