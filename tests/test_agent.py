@@ -11,6 +11,7 @@ from scripted import ScriptedBackend, ScriptedPRM, by_text
 
 from langgraph_specsearch.agent import MathRouterChatModel, create_math_agent
 from langgraph_specsearch.api import Components, SearchConfig
+from langgraph_specsearch.speculation import SpeculationConfig
 from langgraph_specsearch.tool import create_specsearch_tool
 
 QUESTION = "Tom has 3 apples and buys 4 more. How many apples does he have?"
@@ -24,7 +25,13 @@ def tool() -> Any:
         ),
         prm=ScriptedPRM(by_text),
     )
-    config = SearchConfig(n_drafts=2, beam_width=2, max_steps=5, carry_threshold=False)
+    config = SearchConfig(
+        n_drafts=2,
+        beam_width=2,
+        max_steps=5,
+        carry_threshold=False,
+        speculation=SpeculationConfig(drafts=2),
+    )
     return create_specsearch_tool(config, components=components)
 
 

@@ -32,7 +32,7 @@ def expander() -> Any:
         ScriptedBackend("small", small),
         ScriptedBackend("large", large),
         ScriptedPRM(by_text),
-        speculation=SpeculationConfig(controller="off"),
+        speculation=SpeculationConfig(controller="off", drafts=2),  # one draft passes per node
     )
 
 
@@ -134,7 +134,13 @@ def test_sync_entry_points_work_inside_a_running_loop() -> None:
         large=ScriptedBackend("large", large),
         prm=ScriptedPRM(by_text),
     )
-    config = SearchConfig(n_drafts=2, beam_width=2, max_steps=5, carry_threshold=False)
+    config = SearchConfig(
+        n_drafts=2,
+        beam_width=2,
+        max_steps=5,
+        carry_threshold=False,
+        speculation=SpeculationConfig(drafts=2),
+    )
 
     async def inside() -> tuple[Any, Any]:
         out = beam().invoke({"question": "q"})  # sync invoke, with this loop running
@@ -149,7 +155,13 @@ def test_asolve_reports_events_and_sync_calls_from_the_shared_loop_fail_in_one_l
         large=ScriptedBackend("large", large),
         prm=ScriptedPRM(by_text),
     )
-    config = SearchConfig(n_drafts=2, beam_width=2, max_steps=5, carry_threshold=False)
+    config = SearchConfig(
+        n_drafts=2,
+        beam_width=2,
+        max_steps=5,
+        carry_threshold=False,
+        speculation=SpeculationConfig(drafts=2),
+    )
     seen: list[str] = []
     result = asyncio.run(
         asolve("q", config, components=components, on_event=lambda e: seen.append(e["event"]))

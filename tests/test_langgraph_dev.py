@@ -33,7 +33,13 @@ def test_dev_server_runs_a_search_and_the_agent_offline() -> None:
         "PYTHONPATH": str(ROOT / "tests"),
         "SPECSEARCH_COMPONENTS": "dev_components:make",
         "SPECSEARCH_CONFIG": json.dumps(
-            {"n_drafts": 2, "beam_width": 2, "max_steps": 5, "carry_threshold": False}
+            {
+                "n_drafts": 2,
+                "beam_width": 2,
+                "max_steps": 5,
+                "carry_threshold": False,
+                "speculation": {"drafts": 2},
+            }
         ),
     }
     port = example.free_port()

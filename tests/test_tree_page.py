@@ -34,7 +34,8 @@ def scripted(config: Any) -> api.Components:
 @pytest.fixture
 def run_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Any):
     monkeypatch.setattr(api, "load_components", scripted)
-    base = ["--n-drafts", "2", "--beam-width", "2", "--max-steps", "5", "--no-carry-threshold"]
+    base = ["--n-drafts", "2", "--drafts", "2", "--beam-width", "2", "--max-steps", "5"]
+    base.append("--no-carry-threshold")
 
     def run(*args: str) -> Any:
         ckpt = ["--checkpoint", str(tmp_path / "c.sqlite")]

@@ -8,8 +8,11 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
+from langgraph_specsearch.answers import extract_answer as default_extract_answer
 from langgraph_specsearch.events import answer_event, emit, step_chosen_event
 from langgraph_specsearch.graphs.finalize import (
+    ExtractAnswer,
+    IsTerminal,
     completing,
     completion_target,
     final_output,
@@ -41,6 +44,8 @@ def create_beam_search(
     max_steps: int = 6,
     aggregate: Aggregation = "last",
     complete: bool = True,
+    is_terminal: IsTerminal | None = None,
+    extract_answer: ExtractAnswer = default_extract_answer,
 ) -> StateGraph:
     """Create a step-level beam search that knows nothing of models.
 
@@ -71,6 +76,10 @@ def create_beam_search(
         max_steps: Maximum rounds, i.e. reasoning steps.
         aggregate: How per-step PRM scores become a path score (`last`, `min`, `prod`, `mean`).
         complete: Add a completion step when the chosen path states no answer.
+        is_terminal: Whether a step completes its path (default: the expander's marking,
+            math answers via `answers.is_terminal`); an end of text always does.
+        extract_answer: Reads a step's final answer, None when it states none (default:
+            `answers.extract_answer`, math answers).
 
     Returns:
         An uncompiled StateGraph; input `{"question"}`, output `{"answer", "path", "stats",
@@ -86,7 +95,7 @@ def create_beam_search(
         return {**start_frontier(state["question"], n, need=beam_width), "final": max_steps <= 1}
 
     def select(state: BeamState, config: RunnableConfig) -> dict[str, Any]:
-        new, completed, open_ids = take_children(state)
+        new, completed, open_ids = take_children(state, is_terminal)
         if completing(state):  # the completion step's child: nothing more to select
             return {"nodes": new}
         table = {**state["nodes"], **new}
@@ -103,7 +112,9 @@ def create_beam_search(
 
     def target(state: BeamState) -> str | None:
         candidates = state["completed"] or state["frontier"]
-        return completion_target(state["nodes"], candidates, aggregate) if complete else None
+        if not complete:
+            return None
+        return completion_target(state["nodes"], candidates, aggregate, extract_answer)
 
     def start_complete(state: BeamState) -> dict[str, Any]:
         leaf = target(state)
@@ -112,7 +123,9 @@ def create_beam_search(
 
     def finalize(state: BeamState, config: RunnableConfig) -> dict[str, Any]:
         candidates = state["completed"] or state["frontier"]
-        out = final_output(state, candidates, aggregate, final_depth=max_steps)
+        out = final_output(
+            state, candidates, aggregate, final_depth=max_steps, extract=extract_answer
+        )
         emit(answer_event("beam", out), config)
         return out
 

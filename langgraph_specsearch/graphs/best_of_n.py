@@ -18,6 +18,8 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph_specsearch.answers import extract_answer
 from langgraph_specsearch.events import answer_event, emit, step_chosen_event
 from langgraph_specsearch.graphs.finalize import (
+    ExtractAnswer,
+    IsTerminal,
     completion_target,
     final_output,
     score_path,
@@ -56,20 +58,22 @@ def normalize_answer(answer: str) -> str:
     return repr(number)
 
 
-def path_answer(nodes: Nodes, node_id: str) -> str | None:
-    """The last final answer stated along the path ending at `node_id`."""
+def path_answer(nodes: Nodes, node_id: str, extract: ExtractAnswer = extract_answer) -> str | None:
+    """The last final answer stated along the path ending at `node_id` (read by `extract`)."""
     for step in reversed(path_to(nodes, node_id)):
-        answer = extract_answer(step["text"])
+        answer = extract(step["text"])
         if answer is not None:
             return answer
     return None
 
 
-def tally(nodes: Nodes, leaves: Sequence[str], how: Aggregation) -> dict[str, dict[str, Any]]:
+def tally(
+    nodes: Nodes, leaves: Sequence[str], how: Aggregation, extract: ExtractAnswer = extract_answer
+) -> dict[str, dict[str, Any]]:
     """Votes per normalised answer: `count`, `weight` (sum of path scores), `best`, `paths`."""
     votes: dict[str, dict[str, Any]] = {}
     for leaf in leaves:
-        answer = path_answer(nodes, leaf)
+        answer = path_answer(nodes, leaf, extract)
         if answer is None:
             continue
         score = score_path(nodes, leaf, how)
@@ -104,6 +108,8 @@ def create_best_of_n(
     aggregate: Aggregation = "last",
     vote: Vote = "weighted",
     complete: bool = True,
+    is_terminal: IsTerminal | None = None,
+    extract_answer: ExtractAnswer = extract_answer,
 ) -> StateGraph:
     """Create a step-level best-of-N search with answer voting that knows nothing of models.
 
@@ -139,6 +145,10 @@ def create_best_of_n(
         aggregate: How per-step PRM scores become a path score (`last`, `min`, `prod`, `mean`).
         vote: `weighted`, `majority` or `best`.
         complete: When no path states an answer, add a completion step to the best one.
+        is_terminal: Whether a step completes its path (default: the expander's marking,
+            math answers via `answers.is_terminal`); an end of text always does.
+        extract_answer: Reads a step's final answer, None when it states none (default:
+            `answers.extract_answer`, math answers).
 
     Returns:
         An uncompiled StateGraph; input `{"question"}`, output `{"answer", "path", "stats",
@@ -155,7 +165,7 @@ def create_best_of_n(
         return {**start_frontier(state["question"], n), "final": max_steps <= 1}
 
     def collect(state: BestOfNState, config: RunnableConfig) -> dict[str, Any]:
-        new, completed, frontier = take_children(state)
+        new, completed, frontier = take_children(state, is_terminal)
         table = {**state["nodes"], **new}
         emit(step_chosen_event("best-of-n", table, frontier), config)
         return {
@@ -170,9 +180,9 @@ def create_best_of_n(
 
     def target(state: BestOfNState) -> str | None:
         leaves = state["completed"] + state["frontier"]
-        if not complete or tally(state["nodes"], leaves, aggregate):
+        if not complete or tally(state["nodes"], leaves, aggregate, extract_answer):
             return None  # some path states an answer: the vote has one
-        return completion_target(state["nodes"], leaves, aggregate)
+        return completion_target(state["nodes"], leaves, aggregate, extract_answer)
 
     def start_complete(state: BestOfNState) -> dict[str, Any]:
         leaf = target(state)
@@ -182,13 +192,15 @@ def create_best_of_n(
     def finalize(state: BestOfNState, config: RunnableConfig) -> dict[str, Any]:
         nodes = state["nodes"]
         leaves = state["completed"] + state["frontier"]
-        votes = tally(nodes, leaves, aggregate)
+        votes = tally(nodes, leaves, aggregate, extract_answer)
         chosen = winner(votes, vote)
+        depth = max_steps
         if chosen is None:
-            out = final_output(state, leaves, aggregate, final_depth=max_steps)
+            out = final_output(state, leaves, aggregate, final_depth=depth, extract=extract_answer)
         else:
             paths = votes[chosen]["paths"]
-            out = {**final_output(state, paths, aggregate, final_depth=max_steps), "answer": chosen}
+            out = final_output(state, paths, aggregate, final_depth=depth, extract=extract_answer)
+            out = {**out, "answer": chosen}
         emit(answer_event("best-of-n", out), config)
         return {**out, "votes": votes}
 

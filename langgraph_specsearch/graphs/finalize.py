@@ -11,13 +11,18 @@ no answer, `stats.no_answer_reason` says why.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from langgraph_specsearch.answers import extract_answer
 from langgraph_specsearch.prm.base import Aggregation, aggregate
 from langgraph_specsearch.state import path_to
 from langgraph_specsearch.types import ModelUsage, SearchStats
+
+ExtractAnswer = Callable[[str], str | None]
+"""Reads a step's final answer (None: the step states none); `answers.extract_answer` by default."""
+IsTerminal = Callable[[str], bool]
+"""Whether a step ends the solution; `answers.is_terminal` by default."""
 
 
 def score_path(nodes: Mapping[str, Mapping[str, Any]], node_id: str, how: Aggregation) -> float:
@@ -74,22 +79,25 @@ def best_candidate(
 
 
 def stated_answer(
-    path: Sequence[Mapping[str, Any]],
+    path: Sequence[Mapping[str, Any]], extract: ExtractAnswer = extract_answer
 ) -> tuple[str | None, Mapping[str, Any] | None]:
-    """The last answer stated along a path and the step stating it."""
+    """The last answer stated along a path (read by `extract`) and the step stating it."""
     for step in reversed(path):
-        answer = extract_answer(step["text"])
+        answer = extract(step["text"])
         if answer is not None:
             return answer, step
     return None, None
 
 
 def completion_target(
-    nodes: Mapping[str, Mapping[str, Any]], candidates: Sequence[str], how: Aggregation
+    nodes: Mapping[str, Mapping[str, Any]],
+    candidates: Sequence[str],
+    how: Aggregation,
+    extract: ExtractAnswer = extract_answer,
 ) -> str | None:
     """The leaf a completion step should extend: the chosen one, if its path states no answer."""
     best = best_candidate(nodes, candidates, how)
-    if best is None or stated_answer(path_to(nodes, best))[0] is not None:
+    if best is None or stated_answer(path_to(nodes, best), extract)[0] is not None:
         return None
     return best
 
@@ -134,11 +142,13 @@ def final_output(
     how: Aggregation,
     *,
     final_depth: int | None = None,
+    extract: ExtractAnswer = extract_answer,
 ) -> dict[str, Any]:
     """Output keys of a search: the best candidate's answer and path, stats, threshold trace.
 
     After a completion step the candidates are its children. `final_depth` is the depth whose
-    steps were generated to the end (`answer_from="final_step"`).
+    steps were generated to the end (`answer_from="final_step"`); `extract` reads a step's
+    final answer.
     """
     nodes = state["nodes"]
     completed = completing(state)
@@ -147,7 +157,7 @@ def final_output(
         nodes = {**nodes, **{c["id"]: c for c in state["children"]}}
     best = best_candidate(nodes, candidates, how)
     path = [dict(n) for n in path_to(nodes, best)] if best else []
-    answer, step = stated_answer(path)
+    answer, step = stated_answer(path, extract)
     # time the search was running (not the time since it started: a resume may be days later)
     wall = float(state["usage"].get("search", {}).get("active_s", 0.0))
     stats = compute_stats(state["usage"], wall, state["threshold"]["expansions"])

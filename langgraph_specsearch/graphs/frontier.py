@@ -8,7 +8,7 @@ from typing import Any
 from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from langgraph_specsearch.graphs.finalize import completing
+from langgraph_specsearch.graphs.finalize import IsTerminal, completing
 from langgraph_specsearch.state import ROOT_ID, SearchState, start_search
 
 
@@ -39,10 +39,24 @@ def start_frontier(question: str, n: int, need: int | None = None) -> dict[str, 
     }
 
 
-def take_children(state: FrontierState) -> tuple[dict[str, Any], list[str], list[str]]:
-    """The expander's children by id, the completed paths with the new ones, the open ones."""
-    new = {c["id"]: c for c in state["children"]}
-    live = [c for c in state["children"] if not c["rejected"]]
+def retag(children: list[dict[str, Any]], is_terminal: IsTerminal | None) -> list[dict[str, Any]]:
+    """Children with `terminal` decided by the template's rule (unchanged without one)."""
+    if is_terminal is None:
+        return children
+    return [
+        {**c, "terminal": is_terminal(c["text"]) or c["finish_reason"] == "eos_token"}
+        for c in children
+    ]
+
+
+def take_children(
+    state: FrontierState, is_terminal: IsTerminal | None = None
+) -> tuple[dict[str, Any], list[str], list[str]]:
+    """The expander's children by id, the completed paths with the new ones, the open ones
+    (`is_terminal`: the template's rule for a completed path, else the expander's)."""
+    children = retag(state["children"], is_terminal)
+    new = {c["id"]: c for c in children}
+    live = [c for c in children if not c["rejected"]]
     completed = state["completed"] + [c["id"] for c in live if c["terminal"]]
     return new, completed, [c["id"] for c in live if not c["terminal"]]
 

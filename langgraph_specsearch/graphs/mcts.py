@@ -38,17 +38,20 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from langgraph_specsearch.answers import is_terminal
+from langgraph_specsearch.answers import extract_answer as default_extract_answer
+from langgraph_specsearch.answers import is_terminal as default_is_terminal
 from langgraph_specsearch.backends.base import Backend
 from langgraph_specsearch.events import answer_event, emit, step_chosen_event
 from langgraph_specsearch.graphs.finalize import (
+    ExtractAnswer,
+    IsTerminal,
     completing,
     completion_target,
     final_output,
     score_path,
     start_completion,
 )
-from langgraph_specsearch.graphs.frontier import compile_expander
+from langgraph_specsearch.graphs.frontier import compile_expander, retag
 from langgraph_specsearch.nodes.common import Clock, as_node
 from langgraph_specsearch.prm.base import PRM, Aggregation
 from langgraph_specsearch.state import (
@@ -192,6 +195,7 @@ def make_rollout(
     *,
     max_steps: int = 4,
     params: GenerationParams | None = None,
+    is_terminal: IsTerminal = default_is_terminal,
 ) -> AsyncRollout:
     """Build a rollout: the small model continues greedily to an answer; returns the PRM score.
 
@@ -205,6 +209,7 @@ def make_rollout(
         prm: Process reward model scoring the rollout's last step.
         max_steps: Most steps the rollout may add.
         params: Sampling parameters (default: greedy, temperature 0).
+        is_terminal: Whether a step ends the solution (default: it states a math answer).
 
     Returns:
         An async callable `rollout(question, steps) -> float` for `create_mcts(value="rollout")`.
@@ -245,6 +250,8 @@ def create_mcts(
     final: FinalRule = "most_visited",
     aggregate: Aggregation = "last",
     complete: bool = True,
+    is_terminal: IsTerminal | None = None,
+    extract_answer: ExtractAnswer = default_extract_answer,
 ) -> StateGraph:
     """Create a step-level Monte Carlo tree search that knows nothing of models.
 
@@ -289,6 +296,10 @@ def create_mcts(
         final: `most_visited` or `best_value`.
         aggregate: How per-step PRM scores become a path score (`last`, `min`, `prod`, `mean`).
         complete: Add a completion step when the chosen path states no answer.
+        is_terminal: Whether a step ends its path (default: the expander's marking, math
+            answers via `answers.is_terminal`); an end of text always does.
+        extract_answer: Reads a step's final answer, None when it states none (default:
+            `answers.extract_answer`, math answers).
 
     Returns:
         An uncompiled StateGraph; input `{"question"}`, output `{"answer", "path", "stats",
@@ -334,9 +345,10 @@ def create_mcts(
         return "backpropagate" if leaf["terminal"] or leaf["step"] >= max_depth else "expand"
 
     async def evaluate(state: dict[str, Any]) -> dict[str, Any]:
-        new = {c["id"]: c for c in state["children"]}
+        children = retag(state["children"], is_terminal)
+        new = {c["id"]: c for c in children}
         table = {**state["nodes"], **new}
-        kept = [c["id"] for c in state["children"] if not c["rejected"]]
+        kept = [c["id"] for c in children if not c["rejected"]]
         if value == "prm" or rollout is None:
             return {"nodes": new, "values": {i: score_path(table, i, aggregate) for i in kept}}
         with Clock() as clock:
@@ -360,7 +372,8 @@ def create_mcts(
     def target(state: MCTSState) -> str | None:
         if not complete:
             return None
-        return completion_target(state["nodes"], final_candidates(state["nodes"], final), aggregate)
+        candidates = final_candidates(state["nodes"], final)
+        return completion_target(state["nodes"], candidates, aggregate, extract_answer)
 
     def route_backprop(state: MCTSState) -> str:
         if completing(state):
@@ -377,7 +390,9 @@ def create_mcts(
 
     def finalize(state: MCTSState, config: RunnableConfig) -> dict[str, Any]:
         candidates = final_candidates(state["nodes"], final)
-        out = final_output(state, candidates, aggregate, final_depth=max_depth)
+        out = final_output(
+            state, candidates, aggregate, final_depth=max_depth, extract=extract_answer
+        )
         emit(answer_event("mcts", out), config)
         return out
 
