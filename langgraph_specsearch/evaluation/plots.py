@@ -44,6 +44,14 @@ def _mean_line(ax: Any, data: dict[int, list[float]], label: str, style: str = "
     steps = sorted(k for k in data if data[k])
     if steps:
         ax.plot(steps, [sum(data[k]) / len(data[k]) for k in steps], style, label=label)
+    _integer_steps(ax)
+
+
+def _integer_steps(ax: Any) -> None:
+    """Steps are whole numbers on the x axis."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def plot_beta(records: list[dict[str, Any]], methods: list[str], path: Path) -> None:
@@ -96,6 +104,7 @@ def plot_acceptance(records: list[dict[str, Any]], methods: list[str], path: Pat
         if steps:
             rates = [sum(accepted[k]) / sum(drafted[k]) for k in steps]
             ax.plot(steps, rates, "-o", label=m)
+    _integer_steps(ax)
     ax.set(xlabel="step", ylabel="accepted / drafted", ylim=(-0.05, 1.05))
     ax.set_title("Acceptance per step")
     if ax.get_legend_handles_labels()[0]:
@@ -137,6 +146,7 @@ def plot_accuracy_latency(summary: dict[str, Any], path: Path) -> None:
             fmt="o", capsize=3, label=m,
         )  # fmt: skip
     ax.set(xlabel="latency (s/problem)", ylabel="accuracy (%)", title="Accuracy vs latency")
+    ax.set_ylim(-5, 105)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
