@@ -38,11 +38,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from langgraph_specsearch.server.engine import Engine, Row
+from langgraph_specsearch.server.errors import install_error_handlers
 from langgraph_specsearch.server.guards import (
     DEFAULT_PAYLOAD_LIMIT,
     BearerAuth,
@@ -50,6 +49,8 @@ from langgraph_specsearch.server.guards import (
     ErrorShield,
     check_api_key,
 )
+from langgraph_specsearch.server.limits import check_positive, token_limits
+from langgraph_specsearch.server.responses import speculation_json, sse, tokens_json, top_json
 from langgraph_specsearch.server.schema import (
     VERSION,
     GenerateRequest,
@@ -60,7 +61,6 @@ from langgraph_specsearch.server.schema import (
     parse_tokenize,
     prepare,
     token_json,
-    validation_error,
 )
 
 DISCONNECT_POLL_S = 0.25
@@ -101,14 +101,12 @@ def create_app(
         max_total_tokens,
         getattr(getattr(model, "config", None), "max_position_embeddings", None),
     )
-    for name, value in (
-        ("max_concurrent_requests", max_concurrent_requests),
-        ("max_batch_size", max_batch_size),
-        ("payload_limit", payload_limit),
-        ("validation_workers", validation_workers),
-    ):
-        if value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    check_positive(
+        max_concurrent_requests=max_concurrent_requests,
+        max_batch_size=max_batch_size,
+        payload_limit=payload_limit,
+        validation_workers=validation_workers,
+    )
     if queue_timeout_s is not None and not queue_timeout_s > 0:
         raise ValueError(f"--queue-timeout must be positive, got {queue_timeout_s}")
     model.eval()
@@ -168,62 +166,11 @@ def create_app(
         app.add_middleware(BearerAuth, api_key=api_key)
     app.add_middleware(ErrorShield)
 
-    @app.exception_handler(TGIError)
-    async def _tgi_error(_: Request, exc: TGIError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
-
-    def _sse_error(exc: TGIError) -> Response:
-        payload = f"data:{json.dumps(exc.body())}\n\n"
-        return Response(payload, status_code=exc.status, media_type="text/event-stream")
-
-    @app.exception_handler(RequestValidationError)
-    async def _bad_body(request: Request, exc: RequestValidationError) -> Response:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        message = f"Failed to deserialize the JSON body: {where}: {first.get('msg', 'invalid')}"
-        if request.url.path == "/generate_stream":
-            return _sse_error(validation_error(message))
-        return JSONResponse({"error": message, "error_type": "validation"}, status_code=422)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        # An unparsable body is a 422 validation error in TGI's document (not FastAPI's 400).
-        status = 422 if exc.status_code == 400 else exc.status_code
-        kind = "validation" if status == 422 else "http"
-        if status == 422 and request.url.path == "/generate_stream":
-            return _sse_error(TGIError(status, str(exc.detail), kind))
-        return JSONResponse(
-            {"error": str(exc.detail), "error_type": kind},
-            status_code=status,
-            headers=getattr(exc, "headers", None),
-        )
+    install_error_handlers(app)
 
     def tokenize(text: str) -> tuple[list[int], list[tuple[int, int]]]:
         enc = tokenizer(text, return_offsets_mapping=True)
         return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
-
-    def speculation_json(row: Row) -> dict[str, int]:
-        """The extra details of a speculatively decoded row (nothing for the others)."""
-        if row.accepted_draft_tokens is None:
-            return {}
-        return {
-            "accepted_draft_tokens": row.accepted_draft_tokens,
-            "target_calls": row.target_calls,
-        }
-
-    def tokens_json(row: Row) -> list[dict[str, Any]]:
-        return [
-            token_json(engine.special_ids, t, s, lp)
-            for t, s, lp in zip(row.tokens, row.texts, row.logprobs, strict=True)
-        ]
-
-    def top_json(row: Row) -> list[list[dict[str, Any]]]:
-        if not row.top_n:
-            return []
-        return [
-            [token_json(engine.special_ids, t, tokenizer.decode([t]), lp) for t, lp in step]
-            for step in row.top
-        ]
 
     def acquire() -> None:
         if in_flight[0] >= limits.max_concurrent_requests:
@@ -303,8 +250,8 @@ def create_app(
                     "generated_tokens": len(row.tokens),
                     "prefill": prefill,
                     "seed": row.seed,
-                    "tokens": tokens_json(row),
-                    "top_tokens": top_json(row),
+                    "tokens": tokens_json(engine.special_ids, row),
+                    "top_tokens": top_json(engine.special_ids, tokenizer, row),
                     **speculation_json(row),
                 }
 
@@ -319,9 +266,6 @@ def create_app(
             return body
         finally:
             release()
-
-    def sse(payload: dict[str, Any]) -> bytes:
-        return f"data:{json.dumps(payload)}\n\n".encode()
 
     async def stream_events(req: GenerateRequest, prep: Prepared) -> AsyncIterator[bytes]:
         rows: list[Row] = []
@@ -526,27 +470,3 @@ def _stream_flag(body: bytes) -> bool:
         return parse_request(body).stream
     except TGIError:
         return False
-
-
-def token_limits(
-    max_input_tokens: int | None, max_total_tokens: int | None, positions: Any
-) -> tuple[int, int]:
-    """(max_input_tokens, max_total_tokens) as TGI's launcher derives them (see `create_app`)."""
-    if max_total_tokens is None:
-        max_total_tokens = max(4096, (max_input_tokens or 0) + 1)
-        if isinstance(positions, int) and positions > 1:
-            max_total_tokens = min(max_total_tokens, positions)
-    elif isinstance(positions, int) and max_total_tokens > positions:
-        max_total_tokens = positions
-    if max_input_tokens is None:
-        max_input_tokens = max_total_tokens - 1
-    if max_total_tokens < 2:
-        raise ValueError(f"--max-total-tokens must be at least 2, got {max_total_tokens}")
-    if max_input_tokens < 1:
-        raise ValueError(f"--max-input-tokens must be at least 1, got {max_input_tokens}")
-    if max_input_tokens >= max_total_tokens:
-        raise ValueError(
-            f"--max-input-tokens ({max_input_tokens}) must be < --max-total-tokens"
-            f" ({max_total_tokens})"
-        )
-    return max_input_tokens, max_total_tokens

@@ -10,7 +10,7 @@ sequence, `max_new_tokens`, a cancelled request) leaves the batch at once: its r
 from the cache, mask and positions, and its request is answered. New requests join between
 decode steps, so a short request never waits for a long one to finish.
 
-Every row's next token is picked by the engine itself (`Engine._choose`): argmax, or a sample
+Every row's next token is picked by the engine itself (`choice.choose_token`): argmax, or a sample
 from the row's own temperature / top-k / top-p distribution drawn with the row's own
 `torch.Generator`, after its repetition / frequency penalties. Each request's stop sequences and
 `max_new_tokens` are applied per row (`Engine._push`). So per-request seeds are honoured
@@ -41,98 +41,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import math
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from transformers import (
     DynamicCache,
-    GenerationConfig,
-    LogitsProcessor,
-    LogitsProcessorList,
-    StoppingCriteria,
-    StoppingCriteriaList,
 )
 
 from langgraph_specsearch.backends.prefix import CachedForward
 from langgraph_specsearch.backends.transformers import input_device, token_id_set
+from langgraph_specsearch.server.choice import choose_token, top_logprobs
 from langgraph_specsearch.server.kvbatch import RunningBatch, supports_cache
-from langgraph_specsearch.server.schema import Prepared, TGIError
+from langgraph_specsearch.server.rows import Row, future_of, resolve
+from langgraph_specsearch.server.schema import TGIError
 from langgraph_specsearch.server.speculative import (
-    FLOOR_LOGPROB,
     SpeculativeDecoder,
-    sampling_probs,
 )
+from langgraph_specsearch.server.static_batching import generate_static
 
 CANCEL_WAIT_S = 5.0
 """How long a cancelled request waits for its running rows to leave the batch."""
 
 ADMISSION_POLL_S = 0.05
 """How often a queued request checks whether it was admitted (for its queue timeout)."""
-
-
-@dataclass
-class Row:
-    """One sequence to generate (a request with `best_of` = k has k rows)."""
-
-    ids: list[int]
-    max_new_tokens: int
-    do_sample: bool
-    temperature: float
-    top_p: float
-    top_k: int
-    repetition_penalty: float
-    frequency_penalty: float
-    seed: int | None
-    stop: list[str]
-    top_n: int
-    on_token: Callable[[Row, int], None] | None = None
-    cancelled: bool = False
-    generator: torch.Generator | None = None
-    tokens: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-    top: list[list[tuple[int, float]]] = field(default_factory=list)
-    texts: list[str] = field(default_factory=list)
-    text: str = ""
-    finish_reason: str | None = None
-    error: BaseException | None = None
-    pending_lp: float = 0.0
-    pending_top: list[tuple[int, float]] = field(default_factory=list)
-    admitted: bool = False
-    accepted_draft_tokens: int | None = None
-    """Draft tokens kept (speculative rows only)."""
-    drafted_tokens: int = 0
-    target_calls: int = 0
-    """Target forward passes of a speculative row (its prompt's prefill included)."""
-
-    @property
-    def greedy(self) -> bool:
-        return not self.do_sample
-
-    @classmethod
-    def from_prepared(
-        cls, prep: Prepared, seed: int | None, on_token: Callable[[Row, int], None] | None = None
-    ) -> Row:
-        """One row of a validated request."""
-        p = prep.request.parameters
-        return cls(
-            ids=prep.ids,
-            max_new_tokens=prep.max_new_tokens,
-            do_sample=prep.do_sample,
-            temperature=prep.temperature,
-            top_p=prep.top_p,
-            top_k=prep.top_k,
-            repetition_penalty=p.repetition_penalty or 1.0,
-            frequency_penalty=p.frequency_penalty or 0.0,
-            seed=seed,
-            stop=list(p.stop),
-            top_n=prep.top_n,
-            on_token=on_token,
-        )
 
 
 class Engine:
@@ -248,7 +182,7 @@ class Engine:
                 items.append(self.queue.get_nowait())
             for row, fut in items:
                 if row.cancelled:
-                    _resolve(row, fut)
+                    resolve(row, fut)
                 row.admitted = True
             items = [(r, f) for r, f in items if not r.cancelled and not f.done()]
             plain = [(r, f) for r, f in items if not self._use_draft(r)]
@@ -274,7 +208,7 @@ class Engine:
             still: list[tuple[Row, asyncio.Future[None]]] = []
             for row, fut in active:
                 if row.error is not None or row.finish_reason is not None:
-                    _resolve(row, fut)
+                    resolve(row, fut)
                 else:
                     still.append((row, fut))
             active = still
@@ -294,7 +228,7 @@ class Engine:
                 row.error = exc
         self.batches_run += 1
         for row, fut in group:
-            _resolve(row, fut)
+            resolve(row, fut)
 
     async def _run_static(self, group: list[tuple[Row, asyncio.Future[None]]]) -> None:
         """One `generate` for the group; if it fails as a whole, each row again alone."""
@@ -309,11 +243,11 @@ class Engine:
             for row in rows:
                 if row.error is None:
                     await self._run_group(
-                        [(row, _future_of(group, row))], self._generate_batch, [row]
+                        [(row, future_of(group, row))], self._generate_batch, [row]
                     )
         self.batches_run += 1
         for row, fut in group:
-            _resolve(row, fut)
+            resolve(row, fut)
 
     def _use_draft(self, row: Row) -> bool:
         return (
@@ -355,10 +289,7 @@ class Engine:
         return row.finish_reason is not None
 
     def _top(self, logprobs: torch.Tensor, n: int) -> list[tuple[int, float]]:
-        if n <= 0:
-            return []
-        values, indices = torch.topk(logprobs, n)
-        return [(int(i), float(v)) for i, v in zip(indices.tolist(), values.tolist(), strict=True)]
+        return top_logprobs(logprobs, n)
 
     # -- continuous batching (worker thread) ---------------------------------------------
 
@@ -472,54 +403,14 @@ class Engine:
         return keep
 
     def _choose(self, row: Row, scores: torch.Tensor, seen: torch.Tensor | None) -> int:
-        """The row's next token (argmax or a sample); sets `pending_lp` / `pending_top`."""
-        logits = scores.float()
-        if seen is not None:
-            logits = logits.clone()
-            if row.repetition_penalty != 1.0:
-                picked = logits[seen]
-                logits[seen] = torch.where(
-                    picked < 0, picked * row.repetition_penalty, picked / row.repetition_penalty
-                )
-            if row.frequency_penalty != 0.0 and row.tokens:
-                counts = torch.bincount(
-                    torch.tensor(row.tokens, dtype=torch.long, device=logits.device),
-                    minlength=logits.shape[-1],
-                ).to(logits.dtype)
-                logits = logits - row.frequency_penalty * counts
-        if row.do_sample:
-            logits = logits / max(row.temperature, 1e-4)
-        lp = torch.log_softmax(logits, dim=-1)
-        if not bool(torch.isfinite(lp).any()):  # extreme penalties overflowed: drop them
-            lp = torch.log_softmax(scores.float(), dim=-1)
-        lp = torch.nan_to_num(lp, nan=-math.inf, neginf=FLOOR_LOGPROB)
-        token = sample_token(lp, row) if row.do_sample else int(torch.argmax(lp))
-        row.pending_lp = float(lp[token])
-        row.pending_top = self._top(lp, row.top_n)
-        return token
+        """The row's next token (`choice.choose_token`)."""
+        return choose_token(row, scores, seen)
 
     # -- static batching (models the continuous path cannot handle) ---------------------
 
     def _generate_batch(self, rows: list[Row]) -> None:
-        """One left-padded `model.generate` for the rows (worker thread)."""
-        input_ids, mask = self._left_padded(rows)
-        config = GenerationConfig(
-            max_new_tokens=max(r.max_new_tokens for r in rows),
-            do_sample=False,
-            pad_token_id=self.pad_id,
-            eos_token_id=sorted(self.eos_ids) or None,
-        )
-        with torch.inference_mode():
-            self.model.generate(
-                input_ids=input_ids,
-                attention_mask=mask,
-                generation_config=config,
-                logits_processor=LogitsProcessorList([RowChooser(self, rows)]),
-                stopping_criteria=StoppingCriteriaList([RowStopper(self, rows)]),
-            )
-        for row in rows:
-            if row.finish_reason is None:
-                row.finish_reason = "length"
+        """One left-padded `model.generate` for the rows (`static_batching.py`)."""
+        generate_static(self, rows)
 
     def _generate_speculative(self, row: Row) -> None:
         """Speculative decoding of one row with the draft model (worker thread)."""
@@ -539,72 +430,11 @@ class Engine:
             for start in range(0, len(ids) - 1, PREFILL_CHUNK):  # log_softmax a slice at a time
                 chunk = torch.log_softmax(logits[start : start + PREFILL_CHUNK].float(), dim=-1)
                 rows = targets[start : start + PREFILL_CHUNK]
-                picked.append(chunk[torch.arange(len(rows)), rows])
+                picked.append(chunk.gather(-1, rows[:, None])[:, 0])
             del logits
         values = torch.cat(picked).tolist() if picked else []
         return [None, *(float(v) for v in values)]
 
 
-class RowChooser(LogitsProcessor):
-    """Picks each active row's next token itself and returns a one-hot score."""
-
-    def __init__(self, engine: Engine, rows: list[Row]) -> None:
-        self.engine = engine
-        self.rows = rows
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        out = torch.full_like(scores, -math.inf)
-        for i, row in enumerate(self.rows):
-            if row.finish_reason is not None:
-                out[i, self.engine.pad_id] = 0.0
-                continue
-            seen = None
-            if row.repetition_penalty != 1.0 or row.frequency_penalty != 0.0:
-                seen = input_ids[i][-(len(row.ids) + len(row.tokens)) :]
-            try:
-                out[i, self.engine._choose(row, scores[i], seen)] = 0.0
-            except Exception as exc:  # noqa: BLE001 - this row's request fails, not the batch
-                row.error = exc
-                row.finish_reason = "error"
-                out[i, self.engine.pad_id] = 0.0
-        return out  # type: ignore[return-value]
-
-
 PREFILL_CHUNK = 128
 """Prompt positions whose log-softmax is taken at once (bounds `prefill`'s extra memory)."""
-
-
-def _future_of(group: list[tuple[Row, asyncio.Future[None]]], row: Row) -> asyncio.Future[None]:
-    """The future of `row` in `group`."""
-    return next(f for r, f in group if r is row)
-
-
-def _resolve(row: Row, fut: asyncio.Future[None]) -> None:
-    """Answer a request's future (unless its client already gave up)."""
-    if fut.done():
-        return
-    if row.error is not None:
-        fut.set_exception(row.error)
-    else:
-        fut.set_result(None)
-
-
-def sample_token(lp: torch.Tensor, row: Row) -> int:
-    """Sample from `lp` after top-k / top-p filtering, with the row's own generator."""
-    return int(torch.multinomial(sampling_probs(lp, row), 1, generator=row.generator))
-
-
-class RowStopper(StoppingCriteria):
-    """Records each row's new token and applies its stop sequences and length."""
-
-    def __init__(self, engine: Engine, rows: list[Row]) -> None:
-        self.engine = engine
-        self.rows = rows
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **_: Any) -> Any:
-        done = []
-        for i, row in enumerate(self.rows):
-            if row.finish_reason is None:
-                self.engine._push(row, int(input_ids[i, -1]), row.pending_lp, row.pending_top)
-            done.append(row.finish_reason is not None)
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
