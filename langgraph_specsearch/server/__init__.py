@@ -7,7 +7,8 @@ The HTTP side (no torch):
 - `guards`: ASGI guards in front of the routes (API key, body-size limit, last-resort 500);
 - `errors`: TGI's error shape for whatever FastAPI itself rejects;
 - `responses`: the JSON of TGI's responses and stream events, built from rows;
-- `app`: `create_app`, the FastAPI app (routes, admission, streaming).
+- `generation`: admission (429), validation off the loop, waiting on the engine, streaming;
+- `app`: `create_app`, the FastAPI app (wiring and routes).
 
 The generation side (torch, transformers):
 - `rows`: `Row`, one sequence a request asks for;
