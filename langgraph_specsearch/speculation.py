@@ -68,7 +68,7 @@ class SpeculationConfig(BaseModel):
     drafts: int | None = Field(None, ge=1)
     concurrent: Toggle = "auto"
     controller: Literal["on", "off"] = "on"
-    explore_every: int = Field(8, ge=1)
+    explore_every: int = Field(16, ge=1)
     probe_every: int = Field(8, ge=0)
     min_cost_s: float = Field(0.005, ge=0.0)
 
