@@ -92,8 +92,9 @@ class SearchConfig(BaseModel):
     """transformers `device_map` (e.g. `auto` to shard over GPUs); overrides `device`."""
     dtype: str | None = None
     """transformers dtype (`float32`, `bfloat16`, `float16`); None: float32."""
-    api_key: str | None = Field(None, repr=False)
-    """Bearer token of the endpoints; None: `$SPECSEARCH_API_KEY`, else `$HF_TOKEN`."""
+    api_key: str | None = Field(None, repr=False, exclude=True)
+    """Bearer token of the endpoints; None: `$SPECSEARCH_API_KEY`, else `$HF_TOKEN` (never
+    serialised: not in `model_dump`, records or checkpoints)."""
     timeout: float = Field(20.0, gt=0)
     """Seconds one endpoint call may take."""
     retries: int = Field(1, ge=0)
