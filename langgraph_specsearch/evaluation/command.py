@@ -72,7 +72,7 @@ def run_identity(
     configs: dict[str, SearchConfig],
 ) -> dict[str, Any]:  # fmt: skip
     """What a resumed run must share with the run it continues."""
-    volatile = {"threshold_store", "small_url", "large_url", "prm_url"}
+    volatile = {"threshold_store", "small_url", "large_url", "prm_url", "timeout", "retries"}
     return {
         "dataset": dataset,
         "split": split,
@@ -158,6 +158,12 @@ def bench(
     prm_url: Annotated[str | None, typer.Option(help="Endpoint of the judge PRM.")] = None,
     protocol: Annotated[str, typer.Option(help="auto | tgi | openai")] = "auto",
     prompt_format: Annotated[str, typer.Option(help="fewshot | chatml (endpoints)")] = "fewshot",
+    api_key: Annotated[
+        str | None,
+        typer.Option(help="Endpoints' bearer token [default: $SPECSEARCH_API_KEY or $HF_TOKEN]."),
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds per endpoint call.")] = 20.0,
+    retries: Annotated[int, typer.Option(help="Retries of a failed endpoint call.")] = 1,
     prm: Annotated[str, typer.Option(help="PRM name (as in solve).")] = "combined",
     prm_model: Annotated[str | None, typer.Option(help="PRM checkpoint or served name.")] = None,
     n_drafts: Annotated[int, typer.Option(help="Thoughts per expanded node (N).")] = 4,
@@ -224,6 +230,9 @@ def bench(
                 prm_url=prm_url,
                 protocol=protocol,  # type: ignore[arg-type]
                 prompt_format=prompt_format,  # type: ignore[arg-type]
+                api_key=api_key,
+                timeout=timeout,
+                retries=retries,
                 prm=prm,
                 prm_model=prm_model,
                 n_drafts=n_drafts,
