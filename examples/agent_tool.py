@@ -30,6 +30,8 @@ async def main() -> None:
     async for mode, chunk in agent.astream(
         {"messages": [("user", QUESTION)]}, stream_mode=["updates", "custom"]
     ):
+        if not isinstance(chunk, dict):
+            continue
         if mode == "custom":  # the search, live
             print("  search:", describe(chunk))
             continue

@@ -102,9 +102,7 @@ class BatchedBackend:
         self.prompt_format = inner.prompt_format
         self.device_key = getattr(inner, "device_key", "local")
         self._first: dict[Hashable, GenerationParams] = {}
-        self._generate: Coalescer[str, list[Generation]] = Coalescer(
-            self._call, window_s=window_s
-        )
+        self._generate: Coalescer[str, list[Generation]] = Coalescer(self._call, window_s=window_s)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
