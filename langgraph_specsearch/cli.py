@@ -50,7 +50,8 @@ def _config_error(exc: ValidationError) -> str:
 def _progress(node: str, update: dict[str, Any]) -> None:
     """One stderr line per model call and per finished expansion."""
     name = node.rsplit("/", 1)[-1]
-    usage = update.get("usage") or {}
+    # a node pipeline's own output repeats the usage its nodes already reported
+    usage = {} if name in ("pipeline", "expand") else update.get("usage") or {}
     for model in ("small", "large", "prm"):
         if "/" in node and model in usage:
             u = usage[model]
