@@ -256,3 +256,42 @@ def test_unwritable_cache_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "cannot load model 'smollm2-135m'" in lines[0], result.output
+
+
+async def test_bad_row_fails_alone_on_the_static_path(tiny: tuple[Any, Any]) -> None:
+    """Static batching too: a row whose token choice breaks fails alone, and a `generate` that
+    fails as a whole is run again row by row."""
+    model, tokenizer = tiny
+    app = create_app(model, tokenizer, model_id="tiny", batch_wait_s=0.2)
+    engine = app.state.engine
+    engine.continuous = False
+    choose, generate = engine._choose, engine._generate_batch
+
+    def fragile_choose(row: Any, scores: Any, seen: Any) -> int:
+        if row.seed == 13:
+            raise RuntimeError("this row's parameter breaks its sampling")
+        return int(choose(row, scores, seen))
+
+    def fragile_generate(rows: list[Any]) -> None:
+        if len(rows) > 1 and any(r.seed == 14 for r in rows):
+            raise RuntimeError("this row breaks the shared generate")
+        if any(r.seed == 14 for r in rows):
+            raise RuntimeError("and alone too")
+        generate(rows)
+
+    engine._choose, engine._generate_batch = fragile_choose, fragile_generate
+    params = {"max_new_tokens": 3, "do_sample": True}
+    with background_server(app) as base:
+        async with httpx.AsyncClient(timeout=60) as http:
+            responses = await asyncio.gather(
+                *(
+                    http.post(
+                        f"{base}/generate",
+                        json={"inputs": PROMPT, "parameters": {**params, "seed": s}},
+                    )
+                    for s in (13, 14, 1, 2)
+                )
+            )
+    assert_tgi_error(responses[0], 424, "generation")
+    assert_tgi_error(responses[1], 424, "generation")
+    assert [r.status_code for r in responses[2:]] == [200, 200]
