@@ -21,7 +21,13 @@ class FrontierState(SearchState):
 
 def compile_expander(expander: StateGraph | CompiledStateGraph) -> CompiledStateGraph:
     """The expander as a compiled subgraph (compiled here if it is not yet)."""
-    return expander if isinstance(expander, CompiledStateGraph) else expander.compile()
+    # not checkpointed inside: a step is the unit of recovery (a failed step reruns whole), which
+    # keeps checkpoint writes per step few; a compiled expander is used as it is
+    return (
+        expander
+        if isinstance(expander, CompiledStateGraph)
+        else expander.compile(checkpointer=False)
+    )
 
 
 def start_frontier(question: str, n: int, need: int | None = None) -> dict[str, Any]:
