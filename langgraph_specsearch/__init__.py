@@ -22,7 +22,8 @@ from langgraph_specsearch.graphs.expanders import (
     create_sps_expander,
 )
 from langgraph_specsearch.graphs.mcts import create_mcts
-from langgraph_specsearch.threshold import ThresholdConfig
+from langgraph_specsearch.speculation import SpeculationConfig
+from langgraph_specsearch.threshold import ThresholdConfig, ThresholdStore
 from langgraph_specsearch.tool import create_specsearch_tool
 from langgraph_specsearch.types import GenerationParams, SearchResult, Thought
 
@@ -35,7 +36,9 @@ __all__ = [
     "GenerationParams",
     "SearchConfig",
     "SearchResult",
+    "SpeculationConfig",
     "ThresholdConfig",
+    "ThresholdStore",
     "Thought",
     "asolve",
     "create_ar_expander",
