@@ -96,9 +96,14 @@ def test_stop_sequence_counts_the_token_that_completes_it(smol: LlamaCppBackend)
 
 def test_seeds_are_reproducible_and_distinct(smol: LlamaCppBackend) -> None:
     prompts = [smol.prompt_format.render(QUESTION, [])]
-    first = texts(run(smol, prompts, 3, temperature=1.0, seed=7, max_new_tokens=16))
-    again = texts(run(smol, prompts, 3, temperature=1.0, seed=7, max_new_tokens=16))
-    other = texts(run(smol, prompts, 3, temperature=1.0, seed=8, max_new_tokens=16))
+
+    def sample(seed: int) -> list[list[str]]:
+        # from the same cache state: a prompt found in the kept prefixes is prefilled in other
+        # batch splits, which moves llama.cpp's logits slightly (see the reuse test below)
+        smol.engine.clear()
+        return texts(run(smol, prompts, 3, temperature=1.0, seed=seed, max_new_tokens=16))
+
+    first, again, other = sample(7), sample(7), sample(8)
     assert first == again
     assert first != other
     greedy = texts(run(smol, prompts, 3, temperature=0.0, max_new_tokens=8))
