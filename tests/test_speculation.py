@@ -357,8 +357,9 @@ def test_missing_drafts_twice_the_children_by_default() -> None:
     cfg = SpeculationConfig(concurrent="off", controller="off", probe_every=0)
     assert cfg.drafts_for(3) == 6 and SpeculationConfig.paper().drafts_for(3) == 3
     expander = create_speculative_expander(small, large, ScriptedPRM(by_text), speculation=cfg)
-    out = run(create_beam_search(expander, beam_width=1, n=3, max_steps=2, complete=False))
-    assert small.calls[0][1] == 6  # 2n drafts for the node
+    out = run(create_beam_search(expander, beam_width=1, n=3, max_steps=3, complete=False))
+    # 2n drafts for the node; the last (final) expansion writes whole solutions: n drafts
+    assert [n for _, n in small.calls] == [6, 3]
     second = out["threshold_trace"][1]
     # 3 of 6 drafts pass; need = beam width 1: no large thought
     assert (second["accepted"], second["rejected"]) == (3, 3) and second["large_scores"] == []

@@ -103,7 +103,8 @@ def make_draft_node(
                 "regen": [p for p in parents for _ in range(distinct(large_params or params, n))],
                 "report": report,
             }
-        m = drafts_per_node(speculation, n, params)
+        # a final expansion writes whole solutions: N drafts, not 2N (each one is long)
+        m = distinct(params, n) if state.get("final") else drafts_per_node(speculation, n, params)
         if prefetch is not None and large is not None:
             lp = large_params or params
             limit = distinct(lp, makeup_limit(speculation, m, state.get("need", n)))
