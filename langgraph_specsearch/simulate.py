@@ -30,8 +30,7 @@ import contextlib
 import math
 import random
 import selectors
-import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,7 +114,6 @@ class SimServer:
         self._jobs: list[dict[str, Any]] = []
         self._wake: asyncio.Event | None = None
         self._runner: asyncio.Task[None] | None = None
-        self.busy_s = 0.0
 
     async def run(self, tokens: Sequence[int]) -> None:
         """Decode sequences of these lengths as one request; return when all are done."""
@@ -152,7 +150,6 @@ class SimServer:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=shortest * step)
             elapsed = loop.time() - start
-            self.busy_s += elapsed
             progress = elapsed / step if step > 0 else math.inf
             for job in list(self._jobs):
                 job["rem"] = [max(r - progress, 0.0) for r in job["rem"]]
@@ -234,7 +231,6 @@ class SimModel:
         self.device_key = device_key or f"sim:{name}"
         self.calls = 0
         self.completed = 0
-        self.sequences = 0
 
     def _thought(self, params: GenerationParams, depth: int, length: int) -> Generation:
         # a seed makes the request's thought reproducible whatever else runs (per-request seeds)
@@ -264,7 +260,6 @@ class SimModel:
         lengths = [g.tokens for row in out for g in row]
         await self.server.run(lengths)
         self.completed += 1  # cancelled requests are not counted
-        self.sequences += len(lengths)
         return out
 
     async def anext_token_logprobs(
@@ -415,11 +410,3 @@ def sd_speedup(cost_ratio: float, token_acceptance: float = 0.7, max_draft: int 
     c, a = 1.0 / cost_ratio, token_acceptance
     best = max((1 - a ** (g + 1)) / ((1 - a) * (g * c + 1)) for g in range(1, max_draft + 1))
     return max(best, 1.0)
-
-
-def mean_or_nan(values: Sequence[float]) -> float:
-    """Mean, NaN when empty."""
-    return statistics.fmean(values) if values else float("nan")
-
-
-Factory = Callable[[int], Any]
