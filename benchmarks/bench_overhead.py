@@ -41,10 +41,12 @@ def graph(method: str, seed: int, store: ThresholdStore) -> Any:
     prm = SimPRM(SimServer(0.0), noise=0.03, seed=seed + 1)
     params = GenerationParams(seed=seed)
     if method == "ar":
-        expander = create_ar_expander(large, prm, params=params)
+        expander = create_ar_expander(large=large, prm=prm, params=params)
     else:
         small = SimModel("small", SimServer(0.0), ControlledDrafts(large_q, 0.6), seed=seed + 2)
-        expander = create_speculative_expander(small, large, prm, store=store, draft_params=params)
+        expander = create_speculative_expander(
+            small=small, large=large, prm=prm, store=store, draft_params=params
+        )
     return create_beam_search(expander, beam_width=2, n=4, max_steps=6)
 
 

@@ -159,7 +159,7 @@ class Bench:
         prm = SimPRM(self._server(a.prm_ms / 1000), noise=a.prm_noise, seed=seed + 2)
         params = GenerationParams(seed=seed)
         if method in ("ar", "sps"):
-            expander = create_ar_expander(large, prm, params=params)
+            expander = create_ar_expander(large=large, prm=prm, params=params)
         else:
             small = SimModel("small", self._server(s), self.small_q, seed=seed + 3)
             paper = method == "paper"
@@ -176,9 +176,9 @@ class Bench:
                 )
             )
             expander = create_speculative_expander(
-                small,
-                large,
-                prm,
+                small=small,
+                large=large,
+                prm=prm,
                 speculation=speculation,
                 store=None if paper else self.store,
                 draft_params=params,

@@ -41,7 +41,10 @@ def reply(state: AppState) -> dict[str, Any]:
 def main() -> None:
     c = load_components(SearchConfig())
     search = create_beam_search(
-        create_speculative_expander(c.small, c.large, c.prm), beam_width=1, n=2, max_steps=3
+        create_speculative_expander(small=c.small, large=c.large, prm=c.prm),
+        beam_width=1,
+        n=2,
+        max_steps=3,
     ).compile()
     app = StateGraph(AppState)
     app.add_node("parse", parse)

@@ -262,16 +262,16 @@ def create_expander(config: SearchConfig, /, *, components: Components) -> State
             large = BatchedBackend(large) if is_local(large) else large
             prm = BatchedPRM(prm)
         return create_speculative_expander(
-            small,
-            large,
-            prm,
+            small=small,
+            large=large,
+            prm=prm,
             threshold=config.threshold(),
             speculation=config.speculation,
             store=threshold_store(config),
             draft_params=params,
         )
     factory = create_sps_expander if config.method == "sps" else create_ar_expander
-    return factory(components.large, components.prm, params=params)
+    return factory(large=components.large, prm=components.prm, params=params)
 
 
 def create_search_graph(config: SearchConfig, /, *, components: Components) -> StateGraph:

@@ -39,7 +39,7 @@ TEMPLATES: dict[str, Any] = {
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
 def test_injected_rules_find_a_non_math_answer(name: str) -> None:
-    expander = create_ar_expander(colour_model(), ScriptedPRM(lambda text: 0.5))
+    expander = create_ar_expander(large=colour_model(), prm=ScriptedPRM(lambda text: 0.5))
     graph = TEMPLATES[name](expander, is_terminal=is_final, extract_answer=final_answer)
     out = asyncio.run(graph.compile().ainvoke({"question": "What colour is the sky?"}))
     assert out["answer"] == "blue"
@@ -49,7 +49,7 @@ def test_injected_rules_find_a_non_math_answer(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
 def test_the_default_math_rules_do_not_read_it(name: str) -> None:
-    expander = create_ar_expander(colour_model(), ScriptedPRM(lambda text: 0.5))
+    expander = create_ar_expander(large=colour_model(), prm=ScriptedPRM(lambda text: 0.5))
     out = asyncio.run(
         TEMPLATES[name](expander).compile().ainvoke({"question": "What colour is the sky?"})
     )

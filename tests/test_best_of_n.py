@@ -20,7 +20,7 @@ SPLIT = {
 
 def search(vote: str, backend: ScriptedBackend | None = None, **kwargs) -> tuple[dict, dict]:
     backend = backend or landscape_backend(SPLIT)
-    expander = create_ar_expander(backend, ScriptedPRM(by_text))
+    expander = create_ar_expander(large=backend, prm=ScriptedPRM(by_text))
     return run_full(create_best_of_n(expander, n=3, vote=vote, **kwargs))  # type: ignore[arg-type]
 
 
@@ -84,7 +84,10 @@ def test_specsearch_expander_inside_best_of_n() -> None:
     large = ScriptedBackend("large", lambda prompt, call, i: f"large{call}{i} 0.5")
     prm = ScriptedPRM(by_text)
     expander = create_speculative_expander(
-        ScriptedBackend("small", small), large, prm, speculation=SpeculationConfig.paper()
+        small=ScriptedBackend("small", small),
+        large=large,
+        prm=prm,
+        speculation=SpeculationConfig.paper(),
     )
     out, state = run_full(create_best_of_n(expander, n=2, max_steps=3))
     trace = out["threshold_trace"]
@@ -107,7 +110,7 @@ def test_vote_helpers() -> None:
 
 
 def test_bad_arguments() -> None:
-    expander = create_ar_expander(landscape_backend(SPLIT), ScriptedPRM(by_text))
+    expander = create_ar_expander(large=landscape_backend(SPLIT), prm=ScriptedPRM(by_text))
     with pytest.raises(ValueError):
         create_best_of_n(expander, n=0)
     with pytest.raises(ValueError):

@@ -29,9 +29,9 @@ def large(prompt: str, call: int, i: int) -> str:
 
 def expander() -> Any:
     return create_speculative_expander(
-        ScriptedBackend("small", small),
-        ScriptedBackend("large", large),
-        ScriptedPRM(by_text),
+        small=ScriptedBackend("small", small),
+        large=ScriptedBackend("large", large),
+        prm=ScriptedPRM(by_text),
         speculation=SpeculationConfig(controller="off", drafts=2),  # one draft passes per node
     )
 

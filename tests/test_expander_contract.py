@@ -55,7 +55,9 @@ def test_a_third_party_expander_runs_in_every_template() -> None:
 
 def test_make_child_matches_the_built_in_expanders_children() -> None:
     backend = ScriptedBackend("large", lambda p, c, i: f"step {c} 0.5")
-    out, state = run_full(create_beam_search(create_ar_expander(backend, ScriptedPRM(by_text))))
+    out, state = run_full(
+        create_beam_search(create_ar_expander(large=backend, prm=ScriptedPRM(by_text)))
+    )
     built_in = next(n for n in state["nodes"].values() if n["parent_id"] == "0")
     mine = make_child({"0": state["nodes"]["0"]}, "0", built_in["text"], index=0, score=0.5)
     assert set(mine) == set(built_in)

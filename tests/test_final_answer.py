@@ -63,7 +63,7 @@ def never_answers(prompt: str, final: bool, i: int) -> str:
 def test_the_last_beam_step_runs_to_the_end_with_the_larger_budget() -> None:
     large = FinishingBackend("large", answers_when_finishing("L"))
     graph = create_beam_search(
-        create_ar_expander(large, ScriptedPRM(by_text), params=PARAMS),
+        create_ar_expander(large=large, prm=ScriptedPRM(by_text), params=PARAMS),
         beam_width=1,
         n=2,
         max_steps=3,
@@ -82,9 +82,9 @@ def test_final_budget_can_be_set_and_specsearch_drafts_and_regenerates_to_the_en
     large = FinishingBackend("large", answers_when_finishing("L"))
     params = PARAMS.model_copy(update={"final_max_new_tokens": 25})
     expander = create_speculative_expander(
-        small,
-        large,
-        ScriptedPRM(by_text),
+        small=small,
+        large=large,
+        prm=ScriptedPRM(by_text),
         speculation=SpeculationConfig.paper(),
         draft_params=params,
     )
@@ -103,7 +103,7 @@ def test_answer_found_before_the_limit_is_from_the_search() -> None:
 
     large = FinishingBackend("large", script)
     graph = create_beam_search(
-        create_ar_expander(large, ScriptedPRM(by_text)), beam_width=1, n=1, max_steps=5
+        create_ar_expander(large=large, prm=ScriptedPRM(by_text)), beam_width=1, n=1, max_steps=5
     )
     out, _ = run_full(graph)
     assert out["answer"] == "7" and out["stats"]["answer_from"] == "search"
@@ -122,7 +122,7 @@ def test_completion_step_finishes_the_best_open_path() -> None:
 
     large = FinishingBackend("large", script)
     graph = create_beam_search(
-        create_ar_expander(large, ScriptedPRM(by_text)), beam_width=1, n=2, max_steps=1
+        create_ar_expander(large=large, prm=ScriptedPRM(by_text)), beam_width=1, n=2, max_steps=1
     )
     out, state = run_full(graph)
     assert calls == [True, True, True]  # the step at the limit (n=2), then one completion
@@ -136,7 +136,7 @@ def test_completion_step_finishes_the_best_open_path() -> None:
 def test_no_answer_anywhere_says_why_and_completes_only_once() -> None:
     large = FinishingBackend("large", never_answers)
     graph = create_beam_search(
-        create_ar_expander(large, ScriptedPRM(by_text)), beam_width=1, n=2, max_steps=2
+        create_ar_expander(large=large, prm=ScriptedPRM(by_text)), beam_width=1, n=2, max_steps=2
     )
     out, state = run_full(graph)
     assert out["answer"] is None
@@ -150,7 +150,7 @@ def test_no_answer_anywhere_says_why_and_completes_only_once() -> None:
 def test_without_completion_the_reason_names_the_last_step() -> None:
     large = FinishingBackend("large", never_answers)
     graph = create_beam_search(
-        create_ar_expander(large, ScriptedPRM(by_text)),
+        create_ar_expander(large=large, prm=ScriptedPRM(by_text)),
         beam_width=1,
         n=2,
         max_steps=1,
@@ -170,7 +170,7 @@ def test_mcts_out_of_iterations_completes_the_most_visited_path() -> None:
 
     large = FinishingBackend("large", script)
     graph = create_mcts(
-        create_ar_expander(large, ScriptedPRM(by_text)),
+        create_ar_expander(large=large, prm=ScriptedPRM(by_text)),
         iterations=2,
         max_depth=6,
         children_per_expansion=2,
@@ -188,7 +188,7 @@ def test_mcts_out_of_iterations_completes_the_most_visited_path() -> None:
 def test_mcts_final_expansion_at_max_depth() -> None:
     large = FinishingBackend("large", answers_when_finishing("m"))
     graph = create_mcts(
-        create_ar_expander(large, ScriptedPRM(by_text)),
+        create_ar_expander(large=large, prm=ScriptedPRM(by_text)),
         iterations=10,
         max_depth=1,
         children_per_expansion=2,
@@ -206,7 +206,9 @@ def test_best_of_n_completes_when_no_path_votes() -> None:
         return f"p{i} 0.{4 + i}"
 
     large = FinishingBackend("large", script)
-    graph = create_best_of_n(create_ar_expander(large, ScriptedPRM(by_text)), n=3, max_steps=1)
+    graph = create_best_of_n(
+        create_ar_expander(large=large, prm=ScriptedPRM(by_text)), n=3, max_steps=1
+    )
     out, state = run_full(graph)
     assert len(large.calls) == 2 and large.calls[-1][1] == 1
     assert all(p.stop == ["\nQuestion:"] for p in large.params)

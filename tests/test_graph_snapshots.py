@@ -37,16 +37,16 @@ PRM = ScriptedPRM(by_text)
 
 
 def speculative() -> Any:
-    return create_speculative_expander(BACKEND, BACKEND, PRM)
+    return create_speculative_expander(small=BACKEND, large=BACKEND, prm=PRM)
 
 
 GRAPHS: dict[str, Callable[[], Any]] = {
     "expander_specsearch": speculative,
     "expander_specsearch_lockstep": lambda: create_speculative_expander(
-        BACKEND, BACKEND, PRM, speculation=SpeculationConfig.paper()
+        small=BACKEND, large=BACKEND, prm=PRM, speculation=SpeculationConfig.paper()
     ),
-    "expander_ar": lambda: create_ar_expander(BACKEND, PRM),
-    "expander_sps": lambda: create_sps_expander(BACKEND, PRM),
+    "expander_ar": lambda: create_ar_expander(large=BACKEND, prm=PRM),
+    "expander_sps": lambda: create_sps_expander(large=BACKEND, prm=PRM),
     "beam_specsearch": lambda: create_beam_search(speculative()),
     "mcts_specsearch": lambda: create_mcts(speculative()),
     "best_of_n_specsearch": lambda: create_best_of_n(speculative()),
@@ -85,7 +85,7 @@ def test_graph_structure_matches_its_snapshot(name: str) -> None:
 
 def test_a_structural_change_is_caught() -> None:
     beam = structure(create_beam_search(speculative()))
-    ar_beam = structure(create_beam_search(create_ar_expander(BACKEND, PRM)))
+    ar_beam = structure(create_beam_search(create_ar_expander(large=BACKEND, prm=PRM)))
     assert "expand:pipeline:draft" in beam
     assert beam.splitlines() != structure(create_mcts(speculative())).splitlines()
     assert set(beam.splitlines()) == set(ar_beam.splitlines())  # the same graph, other models

@@ -43,7 +43,9 @@ def run(graph, question: str = "What is 1+1?") -> dict:
 def test_warmup_then_exact_drafts_kept_and_regenerated() -> None:
     small = ScriptedBackend("small", small_script([[0.9, 0.3, 0.6, 0.1]] * 5))
     large = ScriptedBackend("large", large_script(0.5))
-    expander = create_speculative_expander(small, large, ScriptedPRM(by_text), speculation=PAPER)
+    expander = create_speculative_expander(
+        small=small, large=large, prm=ScriptedPRM(by_text), speculation=PAPER
+    )
     out = run(create_beam_search(expander, beam_width=1, n=4, max_steps=2, complete=False))
 
     # Step 1 (warm-up): the large model writes all 4 thoughts, the small one drafts nothing.
@@ -71,7 +73,9 @@ def test_rejected_drafts_stay_in_the_tree_but_not_in_the_beam() -> None:
     large = ScriptedBackend("large", large_script(0.4))
     _, final = run_full(
         create_beam_search(
-            create_speculative_expander(small, large, ScriptedPRM(by_text), speculation=PAPER),
+            create_speculative_expander(
+                small=small, large=large, prm=ScriptedPRM(by_text), speculation=PAPER
+            ),
             beam_width=2,
             n=2,
             max_steps=2,
@@ -96,7 +100,10 @@ def test_threshold_ema_across_steps() -> None:
     out = run(
         create_beam_search(
             create_speculative_expander(
-                small, ScriptedBackend("large", large), ScriptedPRM(by_text), speculation=PAPER
+                small=small,
+                large=ScriptedBackend("large", large),
+                prm=ScriptedPRM(by_text),
+                speculation=PAPER,
             ),
             beam_width=1,
             n=2,
@@ -117,7 +124,7 @@ def test_fixed_threshold_ablation_skips_warmup_and_never_updates() -> None:
     out = run(
         create_beam_search(
             create_speculative_expander(
-                small, large, ScriptedPRM(by_text), threshold=cfg, speculation=PAPER
+                small=small, large=large, prm=ScriptedPRM(by_text), threshold=cfg, speculation=PAPER
             ),
             beam_width=1,
             n=2,
@@ -133,7 +140,10 @@ def test_beam_stops_on_final_answer_and_extracts_it() -> None:
     large = ScriptedBackend("large", large_script(0.7, answer_at_call=1))
     out = run(
         create_beam_search(
-            create_ar_expander(large, ScriptedPRM(by_text)), beam_width=2, n=2, max_steps=5
+            create_ar_expander(large=large, prm=ScriptedPRM(by_text)),
+            beam_width=2,
+            n=2,
+            max_steps=5,
         )
     )
     assert out["answer"] == "1"
@@ -148,7 +158,10 @@ def test_beam_keeps_the_best_children() -> None:
     backend = ScriptedBackend("large", large)
     _, final = run_full(
         create_beam_search(
-            create_ar_expander(backend, ScriptedPRM(by_text)), beam_width=2, n=3, max_steps=2
+            create_ar_expander(large=backend, prm=ScriptedPRM(by_text)),
+            beam_width=2,
+            n=3,
+            max_steps=2,
         )
     )
     # After step 1, beams are the 0.9 and 0.5 children; step 2 expands both (2 prompts).
@@ -162,9 +175,9 @@ def test_ar_sps_and_specsearch_share_the_template() -> None:
     small = ScriptedBackend("small", small_script([[0.9, 0.9]] * 5))
     shapes = []
     for expander in (
-        create_ar_expander(large, prm),
-        create_sps_expander(large, prm),
-        create_speculative_expander(small, large, prm),
+        create_ar_expander(large=large, prm=prm),
+        create_sps_expander(large=large, prm=prm),
+        create_speculative_expander(small=small, large=large, prm=prm),
     ):
         graph = create_beam_search(expander, beam_width=1, n=2, max_steps=2).compile()
         shapes.append(set(graph.get_graph().nodes))
@@ -175,14 +188,16 @@ def test_ar_sps_and_specsearch_share_the_template() -> None:
 
 def test_sync_invoke_works_too() -> None:
     large = ScriptedBackend("large", large_script(0.5, answer_at_call=0))
-    graph = create_beam_search(create_ar_expander(large, ScriptedPRM(by_text)), n=2).compile()
+    graph = create_beam_search(
+        create_ar_expander(large=large, prm=ScriptedPRM(by_text)), n=2
+    ).compile()
     out = graph.invoke({"question": "q"})
     assert out["answer"] == "1"
 
 
 def test_empty_question_is_rejected() -> None:
     large = ScriptedBackend("large", large_script(0.5))
-    graph = create_beam_search(create_ar_expander(large, ScriptedPRM(by_text))).compile()
+    graph = create_beam_search(create_ar_expander(large=large, prm=ScriptedPRM(by_text))).compile()
     with pytest.raises(ValueError, match="question must not be empty"):
         graph.invoke({"question": "  "})
 
@@ -197,7 +212,10 @@ def test_regenerate_makes_exactly_one_thought_per_rejected_draft() -> None:
 
     large_backend = ScriptedBackend("large", large)
     expander = create_speculative_expander(
-        ScriptedBackend("small", small), large_backend, ScriptedPRM(by_text), speculation=PAPER
+        small=ScriptedBackend("small", small),
+        large=large_backend,
+        prm=ScriptedPRM(by_text),
+        speculation=PAPER,
     )
     out = run(create_beam_search(expander, beam_width=2, n=2, max_steps=2, complete=False))
     # Parent s0 lost one draft, parent s1 two: the large model writes 3 thoughts, not 4.

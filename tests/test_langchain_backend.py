@@ -104,7 +104,7 @@ def test_text_completion_model_and_its_limits() -> None:
 def test_a_search_runs_on_langchain_models() -> None:
     small = LangChainBackend(RecordingChat(reply="draft", score="0.9"), name="small")
     large = LangChainBackend(RecordingChat(reply="The answer is 4.", score="0.6"), name="large")
-    graph = create_speculative_expander(small, large, ScriptedPRM(by_text))
+    graph = create_speculative_expander(small=small, large=large, prm=ScriptedPRM(by_text))
     out = asyncio.run(create_beam_search(graph, beam_width=1, n=2, max_steps=3).compile().ainvoke(
         {"question": "2+2?"}
     ))  # fmt: skip

@@ -105,7 +105,7 @@ def test_backpropagate_pure_helper() -> None:
 def test_visits_and_values_after_three_iterations_are_exact() -> None:
     backend = landscape_backend(TRAP)
     _, final = run_full(
-        create_mcts(create_ar_expander(backend, ScriptedPRM(by_text)), iterations=3)
+        create_mcts(create_ar_expander(large=backend, prm=ScriptedPRM(by_text)), iterations=3)
     )
     table = by_label(final["nodes"])
     # it 1: root -> A, B.  it 2: UCT A 0.9+sqrt(ln2) > B 0.6+sqrt(ln2): expand A.
@@ -132,7 +132,7 @@ def test_visits_and_values_after_three_iterations_are_exact() -> None:
 def test_enough_iterations_find_the_path_greedy_misses() -> None:
     backend = landscape_backend(TRAP)
     out, final = run_full(
-        create_mcts(create_ar_expander(backend, ScriptedPRM(by_text)), iterations=4)
+        create_mcts(create_ar_expander(large=backend, prm=ScriptedPRM(by_text)), iterations=4)
     )
     # it 4 selects B0 (terminal): no expansion, 0.95 backpropagated again.
     assert len(backend.calls) == 3
@@ -146,7 +146,7 @@ def test_best_value_final_rule_takes_the_best_terminal() -> None:
     backend = landscape_backend(TRAP)
     out, _ = run_full(
         create_mcts(
-            create_ar_expander(backend, ScriptedPRM(by_text)),
+            create_ar_expander(large=backend, prm=ScriptedPRM(by_text)),
             iterations=3,
             final="best_value",
             complete=False,
@@ -156,7 +156,7 @@ def test_best_value_final_rule_takes_the_best_terminal() -> None:
     # No terminal node yet: the most visited of the deepest nodes.
     out, _ = run_full(
         create_mcts(
-            create_ar_expander(landscape_backend(TRAP), ScriptedPRM(by_text)),
+            create_ar_expander(large=landscape_backend(TRAP), prm=ScriptedPRM(by_text)),
             iterations=2,
             final="best_value",
             complete=False,
@@ -169,7 +169,7 @@ def test_terminal_nodes_are_never_expanded_and_a_solved_root_stops_the_search() 
     table = {"": ["T0 The answer is 4. 0.8", "T1 The answer is 5. 0.6"]}
     backend = landscape_backend(table)
     out, final = run_full(
-        create_mcts(create_ar_expander(backend, ScriptedPRM(by_text)), iterations=10)
+        create_mcts(create_ar_expander(large=backend, prm=ScriptedPRM(by_text)), iterations=10)
     )
     assert len(backend.calls) == 1
     assert final["iteration"] == 1
@@ -182,7 +182,9 @@ def test_terminal_leaf_is_reselected_without_calling_the_expander() -> None:
     backend = landscape_backend(table)
     _, final = run_full(
         create_mcts(
-            create_ar_expander(backend, ScriptedPRM(by_text)), iterations=5, exploration=0.0
+            create_ar_expander(large=backend, prm=ScriptedPRM(by_text)),
+            iterations=5,
+            exploration=0.0,
         )
     )
     # c = 0: after the first expansion T (Q 0.8) is always chosen and never expanded.
@@ -195,7 +197,7 @@ def test_max_depth_caps_the_tree() -> None:
     backend = ScriptedBackend("large", lambda prompt, call, i: f"s{call}{i} 0.5")
     _, final = run_full(
         create_mcts(
-            create_ar_expander(backend, ScriptedPRM(by_text)),
+            create_ar_expander(large=backend, prm=ScriptedPRM(by_text)),
             iterations=20,
             max_depth=2,
             complete=False,
@@ -216,7 +218,7 @@ def test_rollout_values() -> None:
     backend = landscape_backend(TRAP)
     _, final = run_full(
         create_mcts(
-            create_ar_expander(backend, ScriptedPRM(by_text)),
+            create_ar_expander(large=backend, prm=ScriptedPRM(by_text)),
             iterations=1,
             value="rollout",
             rollout=rollout,
@@ -227,7 +229,7 @@ def test_rollout_values() -> None:
     assert by_label(final["nodes"]) == {"A": (1, 0.25), "B": (1, 0.75)}
     assert final["usage"]["rollout"]["calls"] == 2
     with pytest.raises(ValueError, match="rollout"):
-        create_mcts(create_ar_expander(backend, ScriptedPRM(by_text)), value="rollout")
+        create_mcts(create_ar_expander(large=backend, prm=ScriptedPRM(by_text)), value="rollout")
 
 
 def test_make_rollout_continues_greedily_to_an_answer() -> None:
@@ -253,7 +255,7 @@ def test_specsearch_expander_inside_mcts() -> None:
     large = ScriptedBackend("large", lambda prompt, call, i: f"large{call}{i} 0.5")
     prm = ScriptedPRM(by_text)
     paper = SpeculationConfig.paper()  # N drafts, every rejected one regenerated
-    expander = create_speculative_expander(small, large, prm, speculation=paper)
+    expander = create_speculative_expander(small=small, large=large, prm=prm, speculation=paper)
     out, final = run_full(create_mcts(expander, iterations=3, complete=False))
     trace = out["threshold_trace"]
     assert len(trace) == 3
@@ -273,7 +275,7 @@ def test_specsearch_expander_inside_mcts() -> None:
 def test_tree_statistics_survive_a_checkpoint() -> None:
     backend = landscape_backend(TRAP)
     graph = create_mcts(
-        create_ar_expander(backend, ScriptedPRM(by_text)), iterations=2, complete=False
+        create_ar_expander(large=backend, prm=ScriptedPRM(by_text)), iterations=2, complete=False
     ).compile(checkpointer=InMemorySaver())
     config: RunnableConfig = {"configurable": {"thread_id": "ckpt"}}
     graph.invoke({"question": "q"}, config)
@@ -287,14 +289,14 @@ def test_tree_statistics_survive_a_checkpoint() -> None:
 def test_puct_search_runs_and_sync_invoke_works() -> None:
     backend = landscape_backend(TRAP)
     graph = create_mcts(
-        create_ar_expander(backend, ScriptedPRM(by_text)), iterations=4, rule="puct"
+        create_ar_expander(large=backend, prm=ScriptedPRM(by_text)), iterations=4, rule="puct"
     ).compile()
     out = graph.invoke({"question": "q"})
     assert set(out) == {"answer", "path", "stats", "threshold_trace"}
 
 
 def test_bad_arguments_and_empty_question() -> None:
-    expander = create_ar_expander(landscape_backend(TRAP), ScriptedPRM(by_text))
+    expander = create_ar_expander(large=landscape_backend(TRAP), prm=ScriptedPRM(by_text))
     with pytest.raises(ValueError):
         create_mcts(expander, iterations=0)
     with pytest.raises(ValueError):

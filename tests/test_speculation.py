@@ -61,7 +61,7 @@ def test_missing_asks_only_the_shortfall_per_node_and_nodes_run_alone() -> None:
     )
     large = ScriptedBackend("large", large_by_node)
     expander = create_speculative_expander(
-        small, large, ScriptedPRM(by_text), speculation=sequential(4)
+        small=small, large=large, prm=ScriptedPRM(by_text), speculation=sequential(4)
     )
     out = run(create_beam_search(expander, beam_width=2, n=4, max_steps=2, complete=False))
     second = out["threshold_trace"][1]
@@ -84,7 +84,7 @@ def test_all_regenerates_every_rejected_draft_in_one_lockstep_call() -> None:
     )
     large = ScriptedBackend("large", large_by_node)
     expander = create_speculative_expander(
-        small, large, ScriptedPRM(by_text), speculation=SpeculationConfig.paper()
+        small=small, large=large, prm=ScriptedPRM(by_text), speculation=SpeculationConfig.paper()
     )
     out = run(create_beam_search(expander, beam_width=2, n=4, max_steps=2, complete=False))
     assert out["threshold_trace"][1]["large_scores"] == [0.5] * 4
@@ -98,7 +98,10 @@ def test_blank_drafts_are_rejected_and_counted() -> None:
 
     large = ScriptedBackend("large", large_by_node)
     expander = create_speculative_expander(
-        ScriptedBackend("small", small), large, ScriptedPRM(by_text), speculation=sequential(2)
+        small=ScriptedBackend("small", small),
+        large=large,
+        prm=ScriptedPRM(by_text),
+        speculation=sequential(2),
     )
     out = run(create_beam_search(expander, beam_width=1, n=2, max_steps=2, complete=False))
     stats = out["stats"]
@@ -111,7 +114,11 @@ def test_greedy_drafts_are_made_and_counted_once() -> None:
     large = ScriptedBackend("large", large_by_node)
     greedy = GenerationParams(temperature=0.0)
     expander = create_speculative_expander(
-        small, large, ScriptedPRM(by_text), speculation=sequential(4), draft_params=greedy
+        small=small,
+        large=large,
+        prm=ScriptedPRM(by_text),
+        speculation=sequential(4),
+        draft_params=greedy,
     )
     out = run(create_beam_search(expander, beam_width=1, n=4, max_steps=2, complete=False))
     assert small.calls[0][1] == 1 and large.calls[0][1] == 1
@@ -122,7 +129,9 @@ def test_probe_asks_the_large_model_when_it_has_been_idle() -> None:
     small = ScriptedBackend("small", lambda p, c, i: f"s{c}{i} 0.9")
     large = ScriptedBackend("large", large_by_node)
     cfg = SpeculationConfig(concurrent="off", controller="off", probe_every=2, drafts=2)
-    expander = create_speculative_expander(small, large, ScriptedPRM(by_text), speculation=cfg)
+    expander = create_speculative_expander(
+        small=small, large=large, prm=ScriptedPRM(by_text), speculation=cfg
+    )
     out = run(create_beam_search(expander, beam_width=1, n=2, max_steps=5, complete=False))
     decisions = [
         (p["decision"], p["probe"], len(p["large_scores"])) for p in out["threshold_trace"]
@@ -145,7 +154,11 @@ def test_store_carries_beta_to_the_next_problem_without_warmup(tmp_path) -> None
 
     def search() -> dict:
         expander = create_speculative_expander(
-            small, large, ScriptedPRM(by_text), speculation=sequential(2), store=store
+            small=small,
+            large=large,
+            prm=ScriptedPRM(by_text),
+            speculation=sequential(2),
+            store=store,
         )
         return run(create_beam_search(expander, beam_width=1, n=2, max_steps=2, complete=False))
 
@@ -202,7 +215,11 @@ def _concurrent_children(delays: dict[int, float]) -> tuple[list[str], DelayedLa
         controller="off", probe_every=0, drafts=3
     )  # concurrent: auto (two devices)
     expander = create_speculative_expander(
-        small, large, ScriptedPRM(by_text), speculation=cfg, draft_params=GenerationParams(seed=5)
+        small=small,
+        large=large,
+        prm=ScriptedPRM(by_text),
+        speculation=cfg,
+        draft_params=GenerationParams(seed=5),
     )
     graph = create_beam_search(expander, beam_width=2, n=3, max_steps=2, complete=False).compile()
     out = run_virtual(graph.ainvoke({"question": "q"}))
@@ -242,7 +259,9 @@ def test_controller_falls_back_when_speculation_loses_and_explores() -> None:
     small = Timed("small", lambda p, c, i: f"s{c}{i} {[0.9, 0.1, 0.1, 0.1][i]}", 1.0)
     large = Timed("large", large_by_node, 1.0)
     cfg = SpeculationConfig(concurrent="off", probe_every=0, explore_every=3, drafts=4)
-    expander = create_speculative_expander(small, large, ScriptedPRM(by_text), speculation=cfg)
+    expander = create_speculative_expander(
+        small=small, large=large, prm=ScriptedPRM(by_text), speculation=cfg
+    )
     graph = create_beam_search(expander, beam_width=1, n=4, max_steps=8).compile()
     out = run_virtual(graph.ainvoke({"question": "q"}))
     decisions = [p["decision"] for p in out["threshold_trace"]]
@@ -340,9 +359,9 @@ def test_per_node_pipelines_still_batch_an_in_process_model() -> None:
     prm = ScriptedPRM(by_text)
     window = 0.5  # generous: this test must not depend on how busy the machine is
     expander = create_speculative_expander(
-        BatchedBackend(small, window_s=window),
-        BatchedBackend(large, window_s=window),
-        BatchedPRM(prm, window_s=window),
+        small=BatchedBackend(small, window_s=window),
+        large=BatchedBackend(large, window_s=window),
+        prm=BatchedPRM(prm, window_s=window),
         speculation=SpeculationConfig(controller="off", probe_every=0),
     )
     run(create_beam_search(expander, beam_width=2, n=4, max_steps=3))
@@ -356,7 +375,9 @@ def test_missing_drafts_twice_the_children_by_default() -> None:
     large = ScriptedBackend("large", large_by_node)
     cfg = SpeculationConfig(concurrent="off", controller="off", probe_every=0)
     assert cfg.drafts_for(3) == 6 and SpeculationConfig.paper().drafts_for(3) == 3
-    expander = create_speculative_expander(small, large, ScriptedPRM(by_text), speculation=cfg)
+    expander = create_speculative_expander(
+        small=small, large=large, prm=ScriptedPRM(by_text), speculation=cfg
+    )
     out = run(create_beam_search(expander, beam_width=1, n=3, max_steps=3, complete=False))
     # 2n drafts for the node; the last (final) expansion writes whole solutions: n drafts
     assert [n for _, n in small.calls] == [6, 3]

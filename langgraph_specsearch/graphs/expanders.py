@@ -167,11 +167,10 @@ def _build(
 
 
 def create_speculative_expander(
+    *,
     small: Backend,
     large: Backend,
     prm: PRM,
-    /,
-    *,
     threshold: ThresholdConfig | None = None,
     speculation: SpeculationConfig | None = None,
     store: ThresholdStore | None = None,
@@ -199,6 +198,10 @@ def create_speculative_expander(
     `threshold.warmup_steps` expansions are made by the large model alone so beta starts from
     real large-model scores. The ablations (fixed threshold, random rejection, accept all) are
     `threshold.mode` values.
+
+    Every argument is keyword-only, the models included
+    (`create_speculative_expander(small=..., large=..., prm=...)`), so `small` and `large`
+    cannot be swapped by position.
 
     Args:
         small: Backend that drafts.
@@ -229,10 +232,9 @@ def create_speculative_expander(
 
 
 def create_ar_expander(
+    *,
     large: Backend,
     prm: PRM,
-    /,
-    *,
     params: GenerationParams | None = None,
 ) -> StateGraph:
     """Create the large-model-only expander: every node's `n` thoughts from `large`.
@@ -240,7 +242,8 @@ def create_ar_expander(
     With a plain `large` backend this is the paper's AR baseline; with a backend that does
     token-level speculative decoding it is SpS (see `create_sps_expander`). All frontier
     nodes go to the large model in one batched call per step. The threshold in the state is
-    passed through unchanged apart from its expansion counter.
+    passed through unchanged apart from its expansion counter. Every argument is
+    keyword-only: `create_ar_expander(large=..., prm=...)`.
 
     Args:
         large: Backend that writes every thought.
@@ -265,17 +268,17 @@ def create_ar_expander(
 
 
 def create_sps_expander(
+    *,
     large: Backend,
     prm: PRM,
-    /,
-    *,
     params: GenerationParams | None = None,
 ) -> StateGraph:
     """Create the SpS expander: the large model with token-level speculative decoding.
 
     `large` must speculate itself: a `TransformersBackend` built with an `assistant`, or an
     endpoint whose server speculates (`specsearch serve --draft-model`, vLLM, SGLang,
-    llama.cpp `--model-draft`). The graph is the AR expander's.
+    llama.cpp `--model-draft`). The graph is the AR expander's. Every argument is
+    keyword-only: `create_sps_expander(large=..., prm=...)`.
 
     Args:
         large: Speculating backend.
@@ -285,4 +288,4 @@ def create_sps_expander(
     Returns:
         An uncompiled StateGraph with the same schemas as the SpecSearch expander.
     """
-    return create_ar_expander(large, prm, params=params)
+    return create_ar_expander(large=large, prm=prm, params=params)
