@@ -22,6 +22,7 @@ from langgraph_specsearch.graphs.expanders import (
     create_sps_expander,
 )
 from langgraph_specsearch.graphs.mcts import create_mcts
+from langgraph_specsearch.graphs.rollout import make_rollout
 from langgraph_specsearch.speculation import SpeculationConfig
 from langgraph_specsearch.threshold import ThresholdConfig, ThresholdStore
 from langgraph_specsearch.tool import create_specsearch_tool
@@ -51,5 +52,6 @@ __all__ = [
     "create_speculative_expander",
     "load_components",
     "make_child",
+    "make_rollout",
     "solve",
 ]

@@ -11,13 +11,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 from scripted import ScriptedBackend, ScriptedPRM, by_text, landscape_backend, last_label, run_full
 
 from langgraph_specsearch.graphs.expanders import create_ar_expander, create_speculative_expander
-from langgraph_specsearch.graphs.mcts import (
-    backpropagate,
-    create_mcts,
-    make_rollout,
-    select_child,
-    select_leaf,
-)
+from langgraph_specsearch.graphs.mcts import backpropagate, create_mcts, select_child, select_leaf
+from langgraph_specsearch.graphs.rollout import make_rollout
 from langgraph_specsearch.speculation import SpeculationConfig
 from langgraph_specsearch.state import ROOT_ID, root_node
 

@@ -27,6 +27,7 @@ from langgraph_specsearch.graphs.frontier import (
     start_frontier,
     take_children,
 )
+from langgraph_specsearch.graphs.state_schema import check_state_schema
 from langgraph_specsearch.prm.base import Aggregation
 from langgraph_specsearch.state import SearchInput, SearchOutput
 
@@ -46,6 +47,7 @@ def create_beam_search(
     complete: bool = True,
     is_terminal: IsTerminal | None = None,
     extract_answer: ExtractAnswer = default_extract_answer,
+    state_schema: type[BeamState] | None = None,
 ) -> StateGraph:
     """Create a step-level beam search that knows nothing of models.
 
@@ -80,14 +82,19 @@ def create_beam_search(
             math answers via `answers.is_terminal`); an end of text always does.
         extract_answer: Reads a step's final answer, None when it states none (default:
             `answers.extract_answer`, math answers).
+        state_schema: The graph's state (default `BeamState`): a TypedDict subclass of
+            `BeamState` whose extra keys (with their own reducers) nodes you add may write;
+            anything else raises TypeError.
 
     Returns:
         An uncompiled StateGraph; input `{"question"}`, output `{"answer", "path", "stats",
         "threshold_trace"}`. Compile it (optionally with a checkpointer) and invoke it, or add
-        it as a node in a parent graph.
+        it as a node in a parent graph. Name it when compiling, as any LangGraph graph:
+        `compile(name="search")`.
     """
     if beam_width < 1 or n < 1 or max_steps < 1:
         raise ValueError("beam_width, n and max_steps must be >= 1")
+    schema = check_state_schema(state_schema, BeamState)
     compiled = compile_expander(expander)
 
     def init(state: BeamState) -> dict[str, Any]:
@@ -129,7 +136,7 @@ def create_beam_search(
         emit(answer_event("beam", out), config)
         return out
 
-    builder = StateGraph(BeamState, input_schema=SearchInput, output_schema=SearchOutput)
+    builder = StateGraph(schema, input_schema=SearchInput, output_schema=SearchOutput)
     builder.add_node("init", init)
     builder.add_node("expand", compiled)
     builder.add_node("select", select)

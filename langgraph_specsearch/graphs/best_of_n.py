@@ -33,6 +33,7 @@ from langgraph_specsearch.graphs.frontier import (
     start_frontier,
     take_children,
 )
+from langgraph_specsearch.graphs.state_schema import check_state_schema
 from langgraph_specsearch.prm.base import Aggregation
 from langgraph_specsearch.state import SearchInput, SearchOutput, path_to
 
@@ -110,6 +111,7 @@ def create_best_of_n(
     complete: bool = True,
     is_terminal: IsTerminal | None = None,
     extract_answer: ExtractAnswer = extract_answer,
+    state_schema: type[BestOfNState] | None = None,
 ) -> StateGraph:
     """Create a step-level best-of-N search with answer voting that knows nothing of models.
 
@@ -149,16 +151,21 @@ def create_best_of_n(
             math answers via `answers.is_terminal`); an end of text always does.
         extract_answer: Reads a step's final answer, None when it states none (default:
             `answers.extract_answer`, math answers).
+        state_schema: The graph's state (default `BestOfNState`): a TypedDict subclass of
+            `BestOfNState` whose extra keys (with their own reducers) nodes you add may write;
+            anything else raises TypeError.
 
     Returns:
         An uncompiled StateGraph; input `{"question"}`, output `{"answer", "path", "stats",
         "threshold_trace"}`. Compile it (optionally with a checkpointer) and invoke it, or add
-        it as a node in a parent graph.
+        it as a node in a parent graph. Name it when compiling, as any LangGraph graph:
+        `compile(name="search")`.
     """
     if n < 1 or max_steps < 1:
         raise ValueError("n and max_steps must be >= 1")
     if vote not in ("weighted", "majority", "best"):
         raise ValueError(f"unknown vote {vote!r} (expected 'weighted', 'majority' or 'best')")
+    schema = check_state_schema(state_schema, BestOfNState)
     compiled = compile_expander(expander)
 
     def init(state: BestOfNState) -> dict[str, Any]:
@@ -204,7 +211,7 @@ def create_best_of_n(
         emit(answer_event("best-of-n", out), config)
         return {**out, "votes": votes}
 
-    builder = StateGraph(BestOfNState, input_schema=SearchInput, output_schema=SearchOutput)
+    builder = StateGraph(schema, input_schema=SearchInput, output_schema=SearchOutput)
     builder.add_node("init", init)
     builder.add_node("expand", compiled)
     builder.add_node("collect", collect)

@@ -9,7 +9,7 @@ One iteration is select -> expand -> evaluate -> backpropagate:
   draft -> evaluate -> reject -> regenerate runs at every expansion.
 - **evaluate** values each new kept child: its aggregated path score (with the default
   `aggregate="last"`, its PRM score), or the float returned by an async `rollout(question,
-  steps)` (see `make_rollout`).
+  steps)` (see `make_rollout` in `graphs/rollout.py`).
 - **backpropagate** (`backpropagate`) counts each child's evaluation as one simulation: the
   child gets `visits=1, value=v`, and the leaf and all its ancestors get `visits += 1` and
   `value += v` per child. Hence a node's visits are its own evaluation plus its children's
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
@@ -39,8 +39,6 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
 from langgraph_specsearch.answers import extract_answer as default_extract_answer
-from langgraph_specsearch.answers import is_terminal as default_is_terminal
-from langgraph_specsearch.backends.base import Backend
 from langgraph_specsearch.events import answer_event, emit, step_chosen_event
 from langgraph_specsearch.graphs.finalize import (
     ExtractAnswer,
@@ -52,8 +50,10 @@ from langgraph_specsearch.graphs.finalize import (
     start_completion,
 )
 from langgraph_specsearch.graphs.frontier import compile_expander, retag
+from langgraph_specsearch.graphs.rollout import Rollout
+from langgraph_specsearch.graphs.state_schema import check_state_schema
 from langgraph_specsearch.nodes.common import Clock, as_node
-from langgraph_specsearch.prm.base import PRM, Aggregation
+from langgraph_specsearch.prm.base import Aggregation
 from langgraph_specsearch.state import (
     ROOT_ID,
     NodeTable,
@@ -64,13 +64,10 @@ from langgraph_specsearch.state import (
     start_search,
     steps_to,
 )
-from langgraph_specsearch.types import GenerationParams
 
 Rule = Literal["uct", "puct"]
 ValueSource = Literal["prm", "rollout"]
 FinalRule = Literal["most_visited", "best_value"]
-Rollout = Callable[[str, list[str]], Awaitable[float]]
-AsyncRollout = Callable[[str, list[str]], Coroutine[Any, Any, float]]
 Nodes = Mapping[str, Mapping[str, Any]]
 
 
@@ -188,54 +185,6 @@ def final_candidates(nodes: Nodes, final: FinalRule) -> list[str]:
     return [leaf] if leaf != ROOT_ID else []
 
 
-def make_rollout(
-    small: Backend,
-    prm: PRM,
-    /,
-    *,
-    max_steps: int = 4,
-    params: GenerationParams | None = None,
-    is_terminal: IsTerminal = default_is_terminal,
-) -> AsyncRollout:
-    """Build a rollout: the small model continues greedily to an answer; returns the PRM score.
-
-    The rollout writes at most `max_steps` more steps, one per call, stopping early once a
-    step states a final answer or ends the text; the value is the PRM score of the last step
-    (of the given steps when they already end in an answer). Rollout steps are not added to
-    the tree.
-
-    Args:
-        small: Backend that continues the path.
-        prm: Process reward model scoring the rollout's last step.
-        max_steps: Most steps the rollout may add.
-        params: Sampling parameters (default: greedy, temperature 0).
-        is_terminal: Whether a step ends the solution (default: it states a math answer).
-
-    Returns:
-        An async callable `rollout(question, steps) -> float` for `create_mcts(value="rollout")`.
-    """
-    params = params or GenerationParams(temperature=0.0)
-    call_params = params.model_copy(update={"stop": small.prompt_format.stop_sequences()})
-
-    async def rollout(question: str, steps: list[str]) -> float:
-        path = list(steps)
-        for _ in range(max_steps):
-            if path and is_terminal(path[-1]):
-                break
-            prompt = small.prompt_format.render(question, path)
-            outputs = await small.agenerate([prompt], n=1, params=call_params)
-            generation = outputs[0][0]
-            path.append(generation.text)
-            if generation.finish_reason == "eos_token":
-                break
-        if not path:
-            return 0.0
-        (score,) = await prm.ascore_last(question, [path])
-        return float(score)
-
-    return rollout
-
-
 def create_mcts(
     expander: StateGraph | CompiledStateGraph,
     /,
@@ -252,6 +201,7 @@ def create_mcts(
     complete: bool = True,
     is_terminal: IsTerminal | None = None,
     extract_answer: ExtractAnswer = default_extract_answer,
+    state_schema: type[MCTSState] | None = None,
 ) -> StateGraph:
     """Create a step-level Monte Carlo tree search that knows nothing of models.
 
@@ -300,12 +250,16 @@ def create_mcts(
             answers via `answers.is_terminal`); an end of text always does.
         extract_answer: Reads a step's final answer, None when it states none (default:
             `answers.extract_answer`, math answers).
+        state_schema: The graph's state (default `MCTSState`): a TypedDict subclass of
+            `MCTSState` whose extra keys (with their own reducers) nodes you add may write;
+            anything else raises TypeError.
 
     Returns:
         An uncompiled StateGraph; input `{"question"}`, output `{"answer", "path", "stats",
         "threshold_trace"}`. Compile it (optionally with a checkpointer: the tree with its
         visit counts and values is in the `nodes` state key) and invoke it, or add it as a
-        node in a parent graph.
+        node in a parent graph. Name it when compiling, as any LangGraph graph:
+        `compile(name="search")`.
     """
     if iterations < 1 or max_depth < 1 or children_per_expansion < 1:
         raise ValueError("iterations, max_depth and children_per_expansion must be >= 1")
@@ -319,6 +273,7 @@ def create_mcts(
         raise ValueError(f"unknown value {value!r} (expected 'prm' or 'rollout')")
     if value == "rollout" and rollout is None:
         raise ValueError("value='rollout' needs a rollout callable (see make_rollout)")
+    schema = check_state_schema(state_schema, MCTSState)
     compiled = compile_expander(expander)
 
     def init(state: MCTSState) -> dict[str, Any]:
@@ -396,7 +351,7 @@ def create_mcts(
         emit(answer_event("mcts", out), config)
         return out
 
-    builder = StateGraph(MCTSState, input_schema=SearchInput, output_schema=SearchOutput)
+    builder = StateGraph(schema, input_schema=SearchInput, output_schema=SearchOutput)
     builder.add_node("init", init)
     builder.add_node("select", select)
     builder.add_node("expand", compiled)
