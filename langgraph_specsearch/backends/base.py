@@ -10,7 +10,12 @@ from langgraph_specsearch.types import Generation, GenerationParams
 
 
 class BackendError(RuntimeError):
-    """A model call failed in a way retrying did not fix; the message names the endpoint."""
+    """A model call failed; the message names the endpoint. Not worth retrying (a 4xx, a
+    malformed answer) unless it is a `TransientBackendError` (see `retries.is_transient`)."""
+
+
+class TransientBackendError(BackendError):
+    """A model call failed for a reason that may pass: timeout, connection, 5xx, 429."""
 
 
 @runtime_checkable

@@ -11,6 +11,7 @@ import httpx
 from langgraph_specsearch.backends.base import Backend
 from langgraph_specsearch.backends.openai import API_KEY_ENV, OpenAIBackend, base_url
 from langgraph_specsearch.prompts import PromptFormat
+from langgraph_specsearch.retries import DEFAULT_RETRIES
 
 ProtocolName = Literal["auto", "tgi", "openai"]
 
@@ -76,9 +77,6 @@ def detect_protocol(
 DEFAULT_TIMEOUT_S = 20.0
 """Seconds one endpoint call may take (a frozen server is given up on after the retries)."""
 
-DEFAULT_RETRIES = 1
-"""Retries of a failed call (connection errors, timeouts, 5xx, 429): with the timeout, a frozen
-endpoint fails in about 2 x 20 s, a dead one (connection refused) in about a second."""
 
 HF_TOKEN_ENV = "HF_TOKEN"
 """The variable huggingface_hub reads its token from (used when `SPECSEARCH_API_KEY` is unset)."""
@@ -108,7 +106,9 @@ def endpoint_backend(
         prompt_format: `fewshot`, `chatml` or a `PromptFormat`.
         api_key: bearer token; default `$SPECSEARCH_API_KEY`, else `$HF_TOKEN`, when set.
         timeout: seconds per call.
-        retries: retries of a call that failed for a reason worth retrying.
+        retries: retries of a call that failed for a reason worth retrying
+            (`retries.is_transient`) made outside a search graph; inside one, the nodes'
+            `RetryPolicy` retries instead (one layer, see `retries.py`).
     """
     key = resolve_api_key(api_key)
     if protocol == "auto":

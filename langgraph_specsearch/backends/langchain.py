@@ -34,8 +34,9 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel, BaseLLM
 from langchain_core.messages import AIMessage, HumanMessage
 
-from langgraph_specsearch.backends.base import BackendError
+from langgraph_specsearch.backends.base import BackendError, TransientBackendError
 from langgraph_specsearch.prompts import PromptFormat, prompt_format_by_name
+from langgraph_specsearch.retries import is_transient
 from langgraph_specsearch.types import FinishReason, Generation, GenerationParams
 
 MAX_TOKEN_FIELDS = ("max_tokens", "max_new_tokens", "max_output_tokens", "num_predict")
@@ -118,7 +119,8 @@ class LangChainBackend:
                     text, tokens, reason = _from_llm_result(result)
         except Exception as exc:
             first = str(exc).splitlines()[0] if str(exc) else ""
-            raise BackendError(f"{self.name}: {type(exc).__name__}: {first}") from exc
+            error = TransientBackendError if is_transient(exc) else BackendError
+            raise error(f"{self.name}: {type(exc).__name__}: {first}") from exc
         text = _cut_at_stop(text, stop or [])
         return Generation(
             text=text.strip(),

@@ -17,16 +17,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 import httpx
-from tenacity import (
-    AsyncRetrying,
-    RetryError,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-)
 
 from langgraph_specsearch.backends.base import BackendError
 from langgraph_specsearch.prompts import PromptFormat, prompt_format_by_name
+from langgraph_specsearch.retries import call_with_retries
 from langgraph_specsearch.types import FinishReason, Generation, GenerationParams
 
 LOGPROB_FLOOR = -30.0
@@ -47,14 +41,6 @@ def base_url(url: str) -> str:
     """The server root: trailing slashes and a trailing `/v1` removed."""
     url = url.strip().rstrip("/")
     return url[: -len("/v1")] if url.endswith("/v1") else url
-
-
-def _retryable(exc: BaseException) -> bool:
-    """Connection errors, timeouts, 5xx and 429 are retried; other 4xx fail at once."""
-    if isinstance(exc, httpx.HTTPStatusError):
-        code = exc.response.status_code
-        return code >= 500 or code == 429
-    return isinstance(exc, (httpx.TransportError, asyncio.TimeoutError, ConnectionError))
 
 
 def _error_text(response: httpx.Response) -> str:
@@ -199,8 +185,9 @@ class OpenAIBackend:
       proportion to the text lengths.
     - Judge logprobs: see `anext_token_logprobs`.
     - Failures: connection errors, timeouts, 5xx and 429 are retried `retries` times with
-      exponential backoff; other 4xx fail at once. Both raise `BackendError` whose one-line
-      message names the endpoint and carries the server's message.
+      exponential backoff, except inside a search graph, whose nodes retry them
+      (`retries.py`: one layer); other 4xx fail at once. They raise `TransientBackendError`
+      / `BackendError`, whose one-line message names the endpoint and the server's message.
     - Auth: `api_key`, else `$SPECSEARCH_API_KEY`, sent as `Authorization: Bearer ...`.
     """
 
@@ -295,28 +282,16 @@ class OpenAIBackend:
     async def _with_retries(
         self, what: str, call: Callable[[], Awaitable[Any]], retries: int | None = None
     ) -> Any:
-        attempts = (self.retries if retries is None else retries) + 1
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(attempts),
-            wait=wait_exponential(multiplier=self.backoff_s, max=self.backoff_max_s),
-            retry=retry_if_exception(_retryable),
-            reraise=False,
+        """`call()` under the shared retry rule (`retries.call_with_retries`)."""
+        return await call_with_retries(
+            call,
+            where=self.url,
+            what=what,
+            retries=self.retries if retries is None else retries,
+            backoff_s=self.backoff_s,
+            backoff_max_s=self.backoff_max_s,
+            describe=_server_message,
         )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    return await call()
-        except RetryError as exc:
-            last = exc.last_attempt.exception()
-            assert last is not None
-            raise BackendError(
-                f"{self.url}: {what} failed after {attempts} attempts: {_server_message(last)}"
-            ) from last
-        except BackendError:
-            raise
-        except Exception as exc:
-            raise BackendError(f"{self.url}: {what} rejected: {_server_message(exc)}") from exc
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _request(
         self,

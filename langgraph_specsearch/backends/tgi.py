@@ -16,23 +16,13 @@ from typing import Any
 
 import httpx
 from huggingface_hub import AsyncInferenceClient
-from huggingface_hub.errors import (
-    InferenceTimeoutError,
-    OverloadedError,
-    TextGenerationError,
-)
-from tenacity import (
-    AsyncRetrying,
-    RetryError,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-)
+from huggingface_hub.errors import TextGenerationError
 
 from langgraph_specsearch.backends.base import BackendError
 from langgraph_specsearch.backends.hub_offline import allow_endpoint
 from langgraph_specsearch.background_loop import run_sync
 from langgraph_specsearch.prompts import PromptFormat, prompt_format_by_name
+from langgraph_specsearch.retries import call_with_retries, http_status
 from langgraph_specsearch.types import FinishReason, Generation, GenerationParams
 
 LOGPROB_FLOOR = -30.0
@@ -43,36 +33,6 @@ _FINISH: dict[str, FinishReason] = {
     "eos_token": "eos_token",
     "stop_sequence": "stop_sequence",
 }
-
-
-def _status(exc: BaseException) -> int | None:
-    """HTTP status behind a huggingface_hub error (the TGI error's cause carries it)."""
-    for err in (exc, exc.__cause__):
-        response = getattr(err, "response", None)
-        if response is not None:
-            code = getattr(response, "status_code", None)
-            if isinstance(code, int):
-                return code
-    return None
-
-
-def _retryable(exc: BaseException) -> bool:
-    """Connection errors, timeouts, 5xx and 429 are retried; 4xx (validation) is not."""
-    if isinstance(exc, (InferenceTimeoutError, OverloadedError, asyncio.TimeoutError)):
-        return True
-    status = _status(exc)
-    if status is not None:
-        return status >= 500 or status == 429
-    if isinstance(exc, TextGenerationError):  # no status: an error event inside a stream
-        return False
-    if isinstance(exc, (httpx.TransportError, ConnectionError)):
-        return True
-    try:
-        import httpx2
-
-        return isinstance(exc, httpx2.TransportError)
-    except ImportError:  # pragma: no cover - huggingface_hub < 1.x uses aiohttp/httpx
-        return False
 
 
 def _server_message(exc: BaseException) -> str:
@@ -95,7 +55,7 @@ def _server_message(exc: BaseException) -> str:
                     text = ""
         if not text:
             text = f"{type(exc).__name__}: {exc}"
-    status = _status(exc)
+    status = http_status(exc)
     line = " ".join(text.split())
     return f"HTTP {status}: {line}" if status else line
 
@@ -163,8 +123,9 @@ class TGIBackend:
       length is bounded by its UTF-8 byte count; `/tokenize` is asked only when that bound is
       too close to the limit).
     - Failures: connection errors, timeouts, 5xx and 429 are retried `retries` times with
-      exponential backoff; a 4xx (TGI validation) fails at once. Both raise `BackendError`
-      with the URL and the server's message.
+      exponential backoff, except inside a search graph, whose nodes retry them
+      (`retries.py`: one layer); a 4xx (TGI validation) fails at once. They raise
+      `TransientBackendError` / `BackendError` with the URL and the server's message.
     - `speculates(sampling=...)`: whether the endpoint decodes with token-level speculation
       (`/info`, see `info_speculates`); each `Generation.accepted_draft_tokens` is the count
       the server reports in `details.accepted_draft_tokens` (`specsearch serve`), else None.
@@ -236,28 +197,16 @@ class TGIBackend:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     async def _with_retries(self, what: str, call: Any) -> Any:
-        attempts = self.retries + 1
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(attempts),
-            wait=wait_exponential(multiplier=self.backoff_s, max=self.backoff_max_s),
-            retry=retry_if_exception(_retryable),
-            reraise=False,
+        """`call()` under the shared retry rule (`retries.call_with_retries`)."""
+        return await call_with_retries(
+            call,
+            where=self.url,
+            what=what,
+            retries=self.retries,
+            backoff_s=self.backoff_s,
+            backoff_max_s=self.backoff_max_s,
+            describe=_server_message,
         )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    return await call()
-        except RetryError as exc:
-            last = exc.last_attempt.exception()
-            assert last is not None
-            raise BackendError(
-                f"{self.url}: {what} failed after {attempts} attempts: {_server_message(last)}"
-            ) from last
-        except BackendError:
-            raise
-        except Exception as exc:
-            raise BackendError(f"{self.url}: {what} rejected: {_server_message(exc)}") from exc
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def info(self) -> dict[str, Any]:
         """The server's `/info` (read once)."""

@@ -24,13 +24,15 @@ from typing import Any
 
 import httpx
 
-from langgraph_specsearch.backends.base import BackendError
+from langgraph_specsearch.backends.base import BackendError, TransientBackendError
 from langgraph_specsearch.prm.errors import PRMAlignmentError
 from langgraph_specsearch.prm.styles import ChatTemplate, PRMStyle, Rendered, style_by_name
+from langgraph_specsearch.retries import RETRY_STATUS, is_transient
 
 
 class _Client:
-    """One httpx call with a bearer key, errors as `BackendError` naming the URL."""
+    """One httpx call with a bearer key, errors as `BackendError` naming the URL (timeouts,
+    connection errors, 5xx and 429 as `TransientBackendError`: the search's nodes retry them)."""
 
     def __init__(self, url: str, api_key: str | None, timeout: float, concurrency: int) -> None:
         self.url = url.rstrip("/")
@@ -47,10 +49,13 @@ class _Client:
             async with self._sem, httpx.AsyncClient(timeout=self.timeout) as http:
                 response = await http.post(f"{self.url}{route}", json=body, headers=headers)
         except httpx.HTTPError as exc:
-            raise BackendError(f"{self.url}{route}: {type(exc).__name__}: {exc}") from exc
+            error = TransientBackendError if is_transient(exc) else BackendError
+            raise error(f"{self.url}{route}: {type(exc).__name__}: {exc}") from exc
         if response.status_code != 200:
             text = " ".join(response.text.split())[:300]
-            raise BackendError(f"{self.url}{route}: HTTP {response.status_code}: {text}")
+            code = response.status_code
+            error = TransientBackendError if code >= 500 or code in RETRY_STATUS else BackendError
+            raise error(f"{self.url}{route}: HTTP {code}: {text}")
         return response.json()
 
     async def model_id(self, given: str | None) -> str:
@@ -63,7 +68,8 @@ class _Client:
                 response.raise_for_status()
                 return str(response.json()["data"][0]["id"])
         except (httpx.HTTPError, KeyError, IndexError) as exc:
-            raise BackendError(f"{self.url}/v1/models: cannot read the model id ({exc})") from exc
+            error = TransientBackendError if is_transient(exc) else BackendError
+            raise error(f"{self.url}/v1/models: cannot read the model id ({exc})") from exc
 
 
 def _probabilities(row: Sequence[float]) -> list[float]:
