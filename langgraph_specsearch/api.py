@@ -20,6 +20,7 @@ from langgraph_specsearch.graphs.expanders import (
     create_sps_expander,
 )
 from langgraph_specsearch.prm.base import PRM, Aggregation
+from langgraph_specsearch.retries import search_retry_policy
 from langgraph_specsearch.speculation import SpeculationConfig
 from langgraph_specsearch.threshold import Estimator, Mode, ThresholdConfig, ThresholdStore
 from langgraph_specsearch.types import (
@@ -250,6 +251,7 @@ def threshold_store(config: SearchConfig) -> ThresholdStore | None:
 def create_expander(config: SearchConfig, /, *, components: Components) -> StateGraph:
     """The expander for `config.method` over `components`."""
     params = config.params()
+    retry_policy = search_retry_policy(config.retries)  # the model-calling nodes' retries
     if config.method == "specsearch":
         small, large, prm = components.small, components.large, components.prm
         if config.speculation.pipeline == "per_node":
@@ -269,9 +271,12 @@ def create_expander(config: SearchConfig, /, *, components: Components) -> State
             speculation=config.speculation,
             store=threshold_store(config),
             draft_params=params,
+            retry_policy=retry_policy,
         )
     factory = create_sps_expander if config.method == "sps" else create_ar_expander
-    return factory(large=components.large, prm=components.prm, params=params)
+    return factory(
+        large=components.large, prm=components.prm, params=params, retry_policy=retry_policy
+    )
 
 
 def create_search_graph(config: SearchConfig, /, *, components: Components) -> StateGraph:
@@ -382,8 +387,14 @@ async def asolve(
         builder = create_search_graph(config, components=components)
         graph = builder.compile(checkpointer=saver)
         payload = None if question is None else {"question": question}
+        # durability="sync": a step's checkpoint is on disk before the next step starts, so a
+        # run killed at any moment resumes after its last finished step (README, Durable runs)
         async for namespace, mode, update in graph.astream(
-            payload, run_config, stream_mode=["updates", "custom"], subgraphs=True
+            payload,
+            run_config,
+            stream_mode=["updates", "custom"],
+            subgraphs=True,
+            durability="sync",
         ):
             if mode == "custom":
                 if on_event is not None and isinstance(update, dict):

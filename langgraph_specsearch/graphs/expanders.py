@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from langgraph.graph import END, START, StateGraph
-from langgraph.types import Send
+from langgraph.types import RetryPolicy, Send
 
 from langgraph_specsearch.backends.base import Backend
 from langgraph_specsearch.nodes.common import as_node
@@ -32,6 +32,7 @@ from langgraph_specsearch.nodes.prefetch import Prefetcher
 from langgraph_specsearch.nodes.regenerate import finish, make_regenerate_node
 from langgraph_specsearch.nodes.reject import make_reject_node, route_after_reject
 from langgraph_specsearch.prm.base import PRM
+from langgraph_specsearch.retries import DEFAULT_RETRY_POLICY, graph_retried
 from langgraph_specsearch.speculation import SpeculationConfig, use_concurrency
 from langgraph_specsearch.state import (
     ExpanderInput,
@@ -88,8 +89,14 @@ def _build(
     large_params: GenerationParams,
     store: ThresholdStore | None,
     large_only: bool,
+    retry_policy: RetryPolicy | None,
 ) -> StateGraph:
-    """The expander graph shared by SpecSearch and the large-only baselines."""
+    """The expander graph shared by SpecSearch and the large-only baselines.
+
+    The nodes that call a model (draft, evaluate, regenerate) retry transient failures by
+    `retry_policy`; their backends then make one attempt per call (`retries.py`).
+    """
+    policy = retry_policy or DEFAULT_RETRY_POLICY
     concurrent = small is not None and not large_only and use_concurrency(speculation, small, large)
     prefetch = Prefetcher() if concurrent else None
     pipe = StateGraph(PipelineState, input_schema=PipelineInput, output_schema=PipelineOutput)
@@ -97,20 +104,27 @@ def _build(
         pipe.add_node(
             "draft",
             as_node(
-                make_draft_node(
-                    small,
-                    params=draft_params,
-                    speculation=speculation,
-                    large=large,
-                    large_params=large_params,
-                    prefetch=prefetch,
+                graph_retried(
+                    make_draft_node(
+                        small,
+                        params=draft_params,
+                        speculation=speculation,
+                        large=large,
+                        large_params=large_params,
+                        prefetch=prefetch,
+                    )
                 ),
                 "draft",
             ),
+            retry_policy=policy,
         )
     else:  # large only: the draft node only plans the large call
         pipe.add_node("draft", as_node(make_draft_node(large, params=large_params), "draft"))
-    pipe.add_node("evaluate", as_node(make_evaluate_node(prm), "evaluate"))
+    pipe.add_node(
+        "evaluate",
+        as_node(graph_retried(make_evaluate_node(prm)), "evaluate"),
+        retry_policy=policy,
+    )
     pipe.add_node(
         "reject",
         as_node(
@@ -126,7 +140,11 @@ def _build(
     )
     pipe.add_node(
         "regenerate",
-        as_node(make_regenerate_node(large, params=large_params, prefetch=prefetch), "regenerate"),
+        as_node(
+            graph_retried(make_regenerate_node(large, params=large_params, prefetch=prefetch)),
+            "regenerate",
+        ),
+        retry_policy=policy,
     )
     pipe.add_node("finish", as_node(finish, "finish"))
     pipe.add_edge(START, "draft")
@@ -176,6 +194,7 @@ def create_speculative_expander(
     store: ThresholdStore | None = None,
     draft_params: GenerationParams | None = None,
     large_params: GenerationParams | None = None,
+    retry_policy: RetryPolicy | None = None,
 ) -> StateGraph:
     """Create the SpecSearch expander: per node, draft, evaluate, reject, [regenerate, evaluate].
 
@@ -212,6 +231,10 @@ def create_speculative_expander(
         store: Carries beta and cost measurements across searches.
         draft_params: Sampling parameters of the small model.
         large_params: Sampling parameters of the large model (default: same as drafts).
+        retry_policy: LangGraph `RetryPolicy` of the nodes that call a model (draft,
+            evaluate, regenerate); default `retries.DEFAULT_RETRY_POLICY`: one retry of a
+            transient failure (timeout, connection error, 5xx, 429), none of anything else.
+            While these nodes run, the HTTP backends do not retry on their own.
 
     Returns:
         An uncompiled StateGraph with `ExpanderInput` / `ExpanderOutput` schemas; compile it
@@ -228,6 +251,7 @@ def create_speculative_expander(
         large_params=large_params or draft_params,
         store=store,
         large_only=False,
+        retry_policy=retry_policy,
     )
 
 
@@ -236,6 +260,7 @@ def create_ar_expander(
     large: Backend,
     prm: PRM,
     params: GenerationParams | None = None,
+    retry_policy: RetryPolicy | None = None,
 ) -> StateGraph:
     """Create the large-model-only expander: every node's `n` thoughts from `large`.
 
@@ -249,6 +274,8 @@ def create_ar_expander(
         large: Backend that writes every thought.
         prm: Process reward model scoring each new step.
         params: Sampling parameters.
+        retry_policy: `RetryPolicy` of the nodes that call a model (evaluate, regenerate);
+            default: one retry of a transient failure (see `create_speculative_expander`).
 
     Returns:
         An uncompiled StateGraph with the same schemas as the SpecSearch expander.
@@ -264,6 +291,7 @@ def create_ar_expander(
         large_params=params,
         store=None,
         large_only=True,
+        retry_policy=retry_policy,
     )
 
 
@@ -272,6 +300,7 @@ def create_sps_expander(
     large: Backend,
     prm: PRM,
     params: GenerationParams | None = None,
+    retry_policy: RetryPolicy | None = None,
 ) -> StateGraph:
     """Create the SpS expander: the large model with token-level speculative decoding.
 
@@ -284,8 +313,9 @@ def create_sps_expander(
         large: Speculating backend.
         prm: Process reward model scoring each new step.
         params: Sampling parameters.
+        retry_policy: `RetryPolicy` of the nodes that call a model (as the AR expander's).
 
     Returns:
         An uncompiled StateGraph with the same schemas as the SpecSearch expander.
     """
-    return create_ar_expander(large=large, prm=prm, params=params)
+    return create_ar_expander(large=large, prm=prm, params=params, retry_policy=retry_policy)

@@ -37,6 +37,7 @@ from typing import Any, Literal
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import RetryPolicy
 
 from langgraph_specsearch.answers import extract_answer as default_extract_answer
 from langgraph_specsearch.events import answer_event, emit, step_chosen_event
@@ -54,6 +55,7 @@ from langgraph_specsearch.graphs.rollout import Rollout
 from langgraph_specsearch.graphs.state_schema import check_state_schema
 from langgraph_specsearch.nodes.common import Clock, as_node
 from langgraph_specsearch.prm.base import Aggregation
+from langgraph_specsearch.retries import DEFAULT_RETRY_POLICY, graph_retried
 from langgraph_specsearch.state import (
     ROOT_ID,
     NodeTable,
@@ -202,6 +204,7 @@ def create_mcts(
     is_terminal: IsTerminal | None = None,
     extract_answer: ExtractAnswer = default_extract_answer,
     state_schema: type[MCTSState] | None = None,
+    retry_policy: RetryPolicy | None = None,
 ) -> StateGraph:
     """Create a step-level Monte Carlo tree search that knows nothing of models.
 
@@ -253,6 +256,9 @@ def create_mcts(
         state_schema: The graph's state (default `MCTSState`): a TypedDict subclass of
             `MCTSState` whose extra keys (with their own reducers) nodes you add may write;
             anything else raises TypeError.
+        retry_policy: LangGraph `RetryPolicy` of the `evaluate` node, which calls the models
+            when the values are rollouts; default `retries.DEFAULT_RETRY_POLICY` (one retry
+            of a transient failure). The expander's nodes have their own.
 
     Returns:
         An uncompiled StateGraph; input `{"question"}`, output `{"answer", "path", "stats",
@@ -355,7 +361,11 @@ def create_mcts(
     builder.add_node("init", init)
     builder.add_node("select", select)
     builder.add_node("expand", compiled)
-    builder.add_node("evaluate", as_node(evaluate, "evaluate"))
+    builder.add_node(
+        "evaluate",
+        as_node(graph_retried(evaluate), "evaluate"),
+        retry_policy=retry_policy or DEFAULT_RETRY_POLICY,
+    )
     builder.add_node("backpropagate", backprop)
     builder.add_node("finalize", finalize)
     builder.add_edge(START, "init")

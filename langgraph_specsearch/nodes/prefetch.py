@@ -15,6 +15,11 @@ def _consume(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
+def _failed(task: asyncio.Task[Any]) -> bool:
+    """Whether a request ended without a result (it raised or was cancelled)."""
+    return task.done() and (task.cancelled() or task.exception() is not None)
+
+
 class Prefetcher:
     """In-flight large-model requests of the running expansions, keyed by request.
 
@@ -31,8 +36,13 @@ class Prefetcher:
         self.cancelled = 0
 
     def start(self, key: Hashable, call: Coroutine[Any, Any, tuple[Generation, float]]) -> None:
-        """Start one request (a coroutine returning the generation and its seconds)."""
-        if key in self._tasks:
+        """Start one request (a coroutine returning the generation and its seconds).
+
+        A request already in flight (or done) under `key` is kept: a retried draft node does
+        not send it twice. One that failed or was cancelled is started afresh.
+        """
+        running = self._tasks.get(key)
+        if running is not None and not _failed(running):
             call.close()
             return
         task = asyncio.ensure_future(call)
@@ -41,7 +51,11 @@ class Prefetcher:
         self.started += 1
 
     def claim(self, key: Hashable) -> asyncio.Task[tuple[Generation, float]] | None:
-        """The request's task (removed from the registry), or None if it was never started."""
+        """The request's task (removed from the registry), or None if it was never started.
+
+        Claimed once: when the task failed, the node's retry finds nothing to claim and sends
+        the request again instead of awaiting the same failed task.
+        """
         return self._tasks.pop(key, None)
 
     def cancel(self, key: Hashable) -> bool:
