@@ -32,6 +32,7 @@ from langgraph_specsearch.answers import is_correct
 from langgraph_specsearch.api import SearchConfig
 from langgraph_specsearch.evaluation.datasets import load_problems
 from langgraph_specsearch.evaluation.runner import Run, Runner, one_engine
+from langgraph_specsearch.options import updated
 from langgraph_specsearch.speculation import predicted_costs
 from langgraph_specsearch.types import SearchResult
 
@@ -96,9 +97,7 @@ def main() -> None:
     configs, note = one_engine({m: SearchConfig(method=m, **base) for m in methods})
     if note:
         log(note)
-    runner = Runner(
-        methods, lambda method, repeat: configs[method].model_copy(update={"seed": repeat}), log=log
-    )
+    runner = Runner(methods, lambda method, repeat: updated(configs[method], seed=repeat), log=log)
     results: dict[str, list[SearchResult]] = {m: [] for m in methods}
     walls: dict[str, list[float]] = {m: [] for m in methods}
     correct: dict[str, int] = dict.fromkeys(methods, 0)

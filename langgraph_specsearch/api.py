@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import StateGraph
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from langgraph_specsearch.backends.base import Backend, require_speculation
 from langgraph_specsearch.graphs.beam import create_beam_search
@@ -19,10 +19,11 @@ from langgraph_specsearch.graphs.expanders import (
     create_speculative_expander,
     create_sps_expander,
 )
+from langgraph_specsearch.options import Option, OptionsModel, nest
 from langgraph_specsearch.prm.base import PRM, Aggregation
 from langgraph_specsearch.retries import search_retry_policy
 from langgraph_specsearch.speculation import SpeculationConfig
-from langgraph_specsearch.threshold import Estimator, Mode, ThresholdConfig, ThresholdStore
+from langgraph_specsearch.threshold import ThresholdConfig, ThresholdStore
 from langgraph_specsearch.types import (
     GenerationParams,
     SearchResult,
@@ -37,69 +38,112 @@ PRMKind = Literal["combined", "judge", "arithmetic"]
 """The built-in PRMs; `SearchConfig.prm` also takes a model PRM style or a known model id."""
 
 
-class SearchConfig(BaseModel):
-    """Everything `solve` needs; the CLI flags map one to one onto these fields."""
+SPECSEARCH = {"method": ("specsearch",)}
+MODELS, PRMS, SEARCH, ENDPOINTS, LOCAL = "Models", "PRM", "Search", "Endpoints", "Local engine"
 
-    model_config = ConfigDict(extra="forbid")
 
-    method: Method = "specsearch"
-    search: SearchKind = "beam"
-    small: str = "smollm2-135m"
-    large: str = "gemma3-270m"
-    small_url: str | None = None
-    large_url: str | None = None
-    prm_url: str | None = None
-    protocol: Literal["auto", "tgi", "openai"] = "auto"
-    prompt_format: Literal["fewshot", "chatml"] = "fewshot"
-    prm: str = "combined"
-    prm_model: str | None = None
-    prm_engine: Literal["local", "tgi", "vllm", "openai"] | None = None
-    prm_device: str | None = None
-    prm_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
-    prm_batch_size: int = Field(8, ge=1)
-    prm_tgi_method: Literal["prefill", "top_n"] = "prefill"
-    n_drafts: int = Field(4, ge=1)
-    beam_width: int = Field(2, ge=1)
-    max_steps: int = Field(6, ge=1)
-    iterations: int = Field(8, ge=1)
-    theta: float = Field(0.9, ge=0.0, le=1.0)
-    estimator: Estimator = "mean"
-    quantile: float = Field(0.5, ge=0.0, le=1.0)
-    lcb_z: float = Field(1.0, ge=0.0)
-    warmup_steps: int = Field(1, ge=0)
-    threshold_mode: Mode = "adaptive"
-    fixed_threshold: float = Field(0.5, ge=0.0, le=1.0)
-    reject_rate: float = Field(0.5, ge=0.0, le=1.0)
-    large_sd: bool = False
-    speculation: SpeculationConfig = Field(default_factory=SpeculationConfig)
-    """Scheduling policies of the SpecSearch expander (`SpeculationConfig.paper()`: the paper's)."""
-    carry_threshold: bool = True
-    threshold_store: str | None = None
-    max_new_tokens: int = Field(48, ge=1)
-    final_max_new_tokens: int | None = Field(None, ge=1)
-    """Budget of a step that finishes the solution (at the depth limit, or the completion
-    step); None: 4 x `max_new_tokens`."""
-    complete: bool = True
-    """When the chosen path states no answer after the search, add one final-answer step."""
-    temperature: float = Field(0.7, ge=0.0)
-    top_p: float = Field(0.95, gt=0.0, le=1.0)
-    seed: int | None = 0
-    aggregate: Aggregation = "last"
-    engine: Literal["auto", "transformers", "llamacpp"] = "auto"
-    """Local engine: llama.cpp when installed and the models are GGUFs (`auto`)."""
-    device: str | None = None
-    """`cpu`, `cuda`, `cuda:1`, `mps`; None: a GPU when there is one, else the CPU."""
-    device_map: str | None = None
-    """transformers `device_map` (e.g. `auto` to shard over GPUs); overrides `device`."""
-    dtype: str | None = None
-    """transformers dtype (`float32`, `bfloat16`, `float16`); None: float32."""
-    api_key: str | None = Field(None, repr=False, exclude=True)
+class SearchConfig(OptionsModel):
+    """Every option of a search, defined once: the API, the CLI's flags (`--beam-width`) and
+    the checkpoint records all come from these fields and their nested configs.
+
+    Options may be given flat (`SearchConfig(theta=0.8, max_new_tokens=32)`) or nested
+    (`SearchConfig(threshold=ThresholdConfig(theta=0.8))`); they are read nested
+    (`config.threshold.theta`). An option given where the rest of the config ignores it
+    (`iterations` with beam search, `theta` with `method="ar"`) is refused.
+    """
+
+    method: Annotated[Method, Option(panel=SEARCH)] = "specsearch"
+    """`specsearch`; `ar`: the large model alone; `sps`: the large model with token-level
+    speculative decoding."""
+    search: Annotated[SearchKind, Option(panel=SEARCH)] = "beam"
+    """The search template."""
+    small: Annotated[str, Option(panel=MODELS)] = "smollm2-135m"
+    """Small (draft) model: embedded name, directory or hub id."""
+    large: Annotated[str, Option(panel=MODELS)] = "gemma3-270m"
+    """Large model: embedded name, directory or hub id."""
+    small_url: Annotated[str | None, Option(panel=ENDPOINTS)] = None
+    """TGI or OpenAI-compatible endpoint of the small model."""
+    large_url: Annotated[str | None, Option(panel=ENDPOINTS)] = None
+    """TGI or OpenAI-compatible endpoint of the large model."""
+    prm_url: Annotated[str | None, Option(panel=ENDPOINTS)] = None
+    """TGI or OpenAI-compatible endpoint of the PRM (a judge model or a served PRM)."""
+    protocol: Annotated[Literal["auto", "tgi", "openai"], Option(panel=ENDPOINTS)] = "auto"
+    """API of the endpoints (`auto`: ask the server)."""
+    prompt_format: Annotated[Literal["fewshot", "chatml"], Option(panel=ENDPOINTS)] = "fewshot"
+    """Prompt format for endpoints."""
+    api_key: Annotated[str | None, Field(repr=False, exclude=True), Option(panel=ENDPOINTS)] = None
     """Bearer token of the endpoints; None: `$SPECSEARCH_API_KEY`, else `$HF_TOKEN` (never
     serialised: not in `model_dump`, records or checkpoints)."""
-    timeout: float = Field(20.0, gt=0)
+    timeout: Annotated[float, Field(gt=0), Option(panel=ENDPOINTS)] = 20.0
     """Seconds one endpoint call may take."""
-    retries: int = Field(1, ge=0)
-    """Retries of an endpoint call that failed for a reason worth retrying (see `endpoint.py`)."""
+    retries: Annotated[int, Field(ge=0), Option(panel=ENDPOINTS)] = 1
+    """Retries of a model call that failed for a transient reason (timeout, 5xx, 429)."""
+    prm: Annotated[str, Option(panel=PRMS)] = "combined"
+    """combined | judge | arithmetic | math-shepherd | math-psa | qwen-prm | rlhflow | skywork
+    | a known PRM model id."""
+    prm_model: Annotated[str | None, Option(panel=PRMS)] = None
+    """PRM checkpoint: hub id, local directory or served name."""
+    prm_engine: Annotated[Literal["local", "tgi", "vllm", "openai"] | None, Option(panel=PRMS)] = (
+        None
+    )
+    """Where a model PRM runs; None: `tgi` with `prm_url`, else `local`."""
+    prm_device: Annotated[str | None, Option(panel=PRMS)] = None
+    """Device of a local PRM: cpu, cuda, mps ..."""
+    prm_dtype: Annotated[Literal["auto", "bfloat16", "float16", "float32"], Option(panel=PRMS)] = (
+        "auto"
+    )
+    """dtype of a local PRM."""
+    prm_batch_size: Annotated[int, Field(ge=1), Option(panel=PRMS)] = 8
+    """Paths per PRM forward pass."""
+    prm_tgi_method: Annotated[Literal["prefill", "top_n"], Option(panel=PRMS)] = "prefill"
+    """How a PRM served by TGI is read."""
+    n_drafts: Annotated[int, Field(ge=1), Option(panel=SEARCH)] = 4
+    """Thoughts per expanded node (N)."""
+    beam_width: Annotated[int, Field(ge=1), Option(panel=SEARCH, when={"search": ("beam",)})] = 2
+    """Paths kept per beam-search step."""
+    max_steps: Annotated[int, Field(ge=1), Option(panel=SEARCH)] = 6
+    """Maximum reasoning steps (MCTS: the depth limit)."""
+    iterations: Annotated[int, Field(ge=1), Option(panel=SEARCH, when={"search": ("mcts",)})] = 8
+    """MCTS iterations."""
+    aggregate: Annotated[Aggregation, Option(panel=SEARCH)] = "last"
+    """How per-step PRM scores make a path score."""
+    complete: Annotated[bool, Option(panel=SEARCH)] = True
+    """When the chosen path states no answer after the search, add one final-answer step."""
+    threshold: Annotated[
+        ThresholdConfig, Option(panel="Threshold (SpecSearch)", when=SPECSEARCH)
+    ] = Field(default_factory=ThresholdConfig)
+    """The acceptance rule."""
+    speculation: Annotated[
+        SpeculationConfig, Option(panel="Scheduling (SpecSearch)", when=SPECSEARCH)
+    ] = Field(default_factory=SpeculationConfig)
+    """Scheduling policies of the SpecSearch expander (`SpeculationConfig.paper()`: the
+    paper's)."""
+    large_sd: Annotated[bool, Option(panel="Scheduling (SpecSearch)", when=SPECSEARCH)] = False
+    """Token-level speculative decoding when the large model regenerates."""
+    carry_threshold: Annotated[bool, Option(panel="Threshold (SpecSearch)", when=SPECSEARCH)] = True
+    """Carry beta and the controller's measurements over between searches."""
+    threshold_store: Annotated[
+        str | None, Option(panel="Threshold (SpecSearch)", when=SPECSEARCH)
+    ] = None
+    """JSON file carrying beta between processes; None: in memory (the CLI: thresholds.json
+    in the cache folder)."""
+    generation: Annotated[GenerationParams, Option(panel="Generation")] = Field(
+        default_factory=GenerationParams
+    )
+    """Sampling parameters of every step."""
+    engine: Annotated[Literal["auto", "transformers", "llamacpp"], Option(panel=LOCAL)] = "auto"
+    """Local engine (`auto`: llama.cpp when installed and the models are GGUFs)."""
+    device: Annotated[str | None, Option(panel=LOCAL)] = None
+    """cpu | cuda | cuda:N | mps; None: a GPU when there is one, else the CPU."""
+    device_map: Annotated[str | None, Option(panel=LOCAL)] = None
+    """transformers `device_map` (e.g. `auto` to shard over GPUs); overrides `device`."""
+    dtype: Annotated[str | None, Option(panel=LOCAL)] = None
+    """transformers dtype (float32 | bfloat16 | float16); None: float32."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest_flat_options(cls, data: Any) -> Any:
+        return nest(cls, data) if isinstance(data, dict) else data
 
     @field_validator("small", "large")
     @classmethod
@@ -117,35 +161,13 @@ class SearchConfig(BaseModel):
             resolve(value)  # raises a one-line ValueError for an unknown name
         return value
 
-    def threshold(self) -> ThresholdConfig:
-        """The acceptance rule."""
-        return ThresholdConfig(
-            mode=self.threshold_mode,
-            theta=self.theta,
-            estimator=self.estimator,
-            quantile=self.quantile,
-            lcb_z=self.lcb_z,
-            warmup_steps=self.warmup_steps,
-            fixed_value=self.fixed_threshold,
-            reject_rate=self.reject_rate,
-        )
-
     def store_key(self) -> str:
         """What a carried-over beta belongs to: the models, the PRM and the estimator."""
         small = self.small_url or self.small
         large = self.large_url or self.large
         prm = self.prm_url or self.prm
-        return f"{small}|{large}|{prm}|{self.estimator}|{self.theta}|{self.prompt_format}"
-
-    def params(self) -> GenerationParams:
-        """Sampling parameters of every step."""
-        return GenerationParams(
-            max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            seed=self.seed,
-            final_max_new_tokens=self.final_max_new_tokens,
-        )
+        th = self.threshold
+        return f"{small}|{large}|{prm}|{th.estimator}|{th.theta}|{self.prompt_format}"
 
 
 class Components(BaseModel):
@@ -185,7 +207,7 @@ def load_components(config: SearchConfig) -> Components:
 
         small, large = load_local_backends(config, needs_small=needs_small, needs_sd=needs_sd)
     if needs_sd:  # one-line error naming the endpoint, not silent plain decoding
-        require_speculation(large, sampling=config.temperature > 0)
+        require_speculation(large, sampling=config.generation.temperature > 0)
     return Components(small=small, large=large, prm=build_prm(config, small))
 
 
@@ -250,7 +272,7 @@ def threshold_store(config: SearchConfig) -> ThresholdStore | None:
 
 def create_expander(config: SearchConfig, /, *, components: Components) -> StateGraph:
     """The expander for `config.method` over `components`."""
-    params = config.params()
+    params = config.generation
     retry_policy = search_retry_policy(config.retries)  # the model-calling nodes' retries
     if config.method == "specsearch":
         small, large, prm = components.small, components.large, components.prm
@@ -267,7 +289,7 @@ def create_expander(config: SearchConfig, /, *, components: Components) -> State
             small=small,
             large=large,
             prm=prm,
-            threshold=config.threshold(),
+            threshold=config.threshold,
             speculation=config.speculation,
             store=threshold_store(config),
             draft_params=params,
@@ -387,14 +409,15 @@ async def asolve(
         builder = create_search_graph(config, components=components)
         graph = builder.compile(checkpointer=saver)
         payload = None if question is None else {"question": question}
-        # durability="sync": a step's checkpoint is on disk before the next step starts, so a
-        # run killed at any moment resumes after its last finished step (README, Durable runs)
+        # durability="async": each step's checkpoint is written (SQLite, milliseconds) while the
+        # next step starts; "sync" would wait for it, but LangGraph 1.2 fails under "sync" with
+        # subgraphs compiled checkpointer=False, as the expanders are (README, Durable runs)
         async for namespace, mode, update in graph.astream(
             payload,
             run_config,
             stream_mode=["updates", "custom"],
             subgraphs=True,
-            durability="sync",
+            durability="async",
         ):
             if mode == "custom":
                 if on_event is not None and isinstance(update, dict):

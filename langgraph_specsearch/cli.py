@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from langgraph_specsearch.api import SearchConfig, asolve
-from langgraph_specsearch.speculation import SpeculationConfig
+from langgraph_specsearch.cli_options import config_error, with_search_options
+from langgraph_specsearch.options import GIVEN
 from langgraph_specsearch.threshold import ThresholdStore
 from langgraph_specsearch.types import SearchResult
 
@@ -23,6 +24,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
     help="Speculative search (SpecSearch) for tree-search LLM reasoning, as LangGraph graphs.",
 )
 err = Console(stderr=True, highlight=False)
@@ -37,14 +39,6 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """Print a one-line error and exit."""
     err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
-
-
-def _config_error(exc: ValidationError) -> str:
-    """First validation problem as one line, named like the CLI flag."""
-    first = exc.errors()[0]
-    names = [x for x in first["loc"] if isinstance(x, str) and x != "speculation"]
-    field = "--" + names[0].replace("_", "-") if names else "input"
-    return f"{field}: {first['msg']}"
 
 
 def _progress(node: str, update: dict[str, Any]) -> None:
@@ -115,132 +109,31 @@ def print_human(result: SearchResult) -> None:
     )
 
 
-def _default_store(carry: bool) -> str | None:
-    """The CLI's threshold store: a JSON file in the cache, so beta carries across runs."""
-    if not carry:
-        return None
+def with_cli_store(options: dict[str, Any]) -> dict[str, Any]:
+    """The CLI's threshold store: a JSON file in the cache, so beta carries across runs (when
+    SpecSearch runs with `--carry-threshold` and no `--threshold-store` is given)."""
+    if (
+        options.get("method", "specsearch") != "specsearch"
+        or not options.get("carry_threshold", True)
+        or options.get("threshold_store")
+    ):
+        return options
     from langgraph_specsearch.models import cache_dir
 
-    cache_dir().mkdir(parents=True, exist_ok=True)
-    return str(cache_dir() / "thresholds.json")
+    try:
+        cache_dir().mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return options  # the in-memory store: beta carries within this run only
+    return {**options, "threshold_store": str(cache_dir() / "thresholds.json")}
 
 
 @app.command()
+@with_search_options()
 def solve(
     question: Annotated[str, typer.Argument(help="The problem to solve.")] = "",
-    method: Annotated[str, typer.Option(help="specsearch | ar | sps")] = "specsearch",
-    search: Annotated[str, typer.Option(help="beam | mcts | best-of-n")] = "beam",
-    small: Annotated[
-        str, typer.Option(help="Small model: embedded name, directory or hub id.")
-    ] = "smollm2-135m",
-    large: Annotated[
-        str, typer.Option(help="Large model: embedded name, directory or hub id.")
-    ] = "gemma3-270m",
-    small_url: Annotated[
-        str | None, typer.Option(help="TGI or OpenAI-compatible endpoint of the small model.")
-    ] = None,
-    large_url: Annotated[
-        str | None, typer.Option(help="TGI or OpenAI-compatible endpoint of the large model.")
-    ] = None,
-    prm_url: Annotated[
-        str | None, typer.Option(help="TGI or OpenAI-compatible endpoint for the judge PRM.")
-    ] = None,
-    protocol: Annotated[
-        str, typer.Option(help="API of the endpoints: auto (ask the server) | tgi | openai")
-    ] = "auto",
-    prompt_format: Annotated[
-        str, typer.Option(help="Prompt format for endpoints: fewshot | chatml")
-    ] = "fewshot",
-    api_key: Annotated[
-        str | None,
-        typer.Option(
-            help="Bearer token of the endpoints [default: $SPECSEARCH_API_KEY, else $HF_TOKEN]."
-        ),
-    ] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds per endpoint call.")] = 20.0,
-    retries: Annotated[
-        int, typer.Option(help="Retries of a failed endpoint call (timeouts, 5xx, 429).")
-    ] = 1,
-    prm: Annotated[
-        str,
-        typer.Option(
-            help="combined | judge | arithmetic | math-shepherd | math-psa | qwen-prm | rlhflow"
-            " | skywork | a known PRM model id."
-        ),
-    ] = "combined",
-    prm_model: Annotated[
-        str | None, typer.Option(help="PRM checkpoint: hub id, local directory or served name.")
-    ] = None,
-    prm_engine: Annotated[
-        str | None, typer.Option(help="local | tgi | vllm | openai [default: tgi with a URL].")
-    ] = None,
-    prm_device: Annotated[str | None, typer.Option(help="PRM device: cpu, cuda, mps ...")] = None,
-    prm_dtype: Annotated[str, typer.Option(help="auto | bfloat16 | float16 | float32")] = "auto",
-    prm_batch_size: Annotated[int, typer.Option(help="PRM paths per forward pass.")] = 8,
-    prm_tgi_method: Annotated[str, typer.Option(help="prefill | top_n (TGI PRMs).")] = "prefill",
-    n_drafts: Annotated[int, typer.Option(help="Thoughts per expanded node (N).")] = 4,
-    beam_width: Annotated[int, typer.Option(help="Beams kept per step.")] = 2,
-    max_steps: Annotated[int, typer.Option(help="Maximum reasoning steps.")] = 6,
-    iterations: Annotated[int, typer.Option(help="MCTS iterations.")] = 8,
-    theta: Annotated[float, typer.Option(help="EMA weight of the threshold, in [0, 1].")] = 0.9,
-    estimator: Annotated[str, typer.Option(help="mean | median | quantile | lcb")] = "mean",
-    quantile: Annotated[float, typer.Option(help="q of the quantile estimator.")] = 0.5,
-    warmup_steps: Annotated[int, typer.Option(help="Expansions by the large model first.")] = 1,
-    fixed_threshold: Annotated[float, typer.Option(help="Value of --threshold-mode fixed.")] = 0.5,
-    reject_rate: Annotated[float, typer.Option(help="Rate of --threshold-mode random.")] = 0.5,
-    threshold_mode: Annotated[
-        str, typer.Option(help="adaptive | fixed | random | accept_all")
-    ] = "adaptive",
-    large_sd: Annotated[
-        bool, typer.Option(help="Token-level SD when the large model regenerates.")
-    ] = False,
-    pipeline: Annotated[
-        str, typer.Option(help="per_node (each node on its own) | lockstep (the paper)")
-    ] = "per_node",
-    regenerate: Annotated[
-        str, typer.Option(help="missing (make up the shortfall) | all (every rejected draft)")
-    ] = "missing",
-    drafts: Annotated[
-        int | None, typer.Option(help="Drafts per node [default: --n-drafts].")
-    ] = None,
-    concurrent: Annotated[
-        str, typer.Option(help="auto | on | off: start the large model while drafting")
-    ] = "auto",
-    controller: Annotated[
-        str, typer.Option(help="on | off: fall back to the large model when speculation loses")
-    ] = "on",
-    probe_every: Annotated[
-        int, typer.Option(help="Large probe after this many expansions without one (0: never).")
-    ] = 8,
-    carry_threshold: Annotated[
-        bool, typer.Option(help="Carry beta over between runs (the threshold store).")
-    ] = True,
-    threshold_store: Annotated[
-        str | None,
-        typer.Option(help="JSON file carrying beta [default: <cache>/thresholds.json]."),
-    ] = None,
-    max_new_tokens: Annotated[int, typer.Option(help="Token budget per step.")] = 48,
-    final_max_new_tokens: Annotated[
-        int | None,
-        typer.Option(help="Budget of a step that finishes the solution [4 x --max-new-tokens]."),
-    ] = None,
-    complete: Annotated[
-        bool, typer.Option(help="Finish an answer-less chosen path with one more step.")
-    ] = True,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.7,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    engine: Annotated[
-        str, typer.Option(help="auto (llama.cpp if installed) | transformers | llamacpp")
-    ] = "auto",
-    device: Annotated[
-        str | None, typer.Option(help="cpu | cuda | cuda:N | mps [default: a GPU if present]")
-    ] = None,
-    dtype: Annotated[
-        str | None, typer.Option(help="transformers dtype: float32 | bfloat16 | float16")
-    ] = None,
     checkpoint: Annotated[
         str | None,
-        typer.Option(help="SQLite checkpoint file [default: <cache>/checkpoints.sqlite]."),
+        typer.Option(help="SQLite checkpoint file [default: checkpoints.sqlite in the cache]."),
     ] = None,
     thread_id: Annotated[
         str | None, typer.Option(help="Checkpoint thread id [default: a new one].")
@@ -261,66 +154,21 @@ def solve(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress lines.")] = False,
+    *,
+    options: dict[str, Any],
 ) -> None:
-    """Solve QUESTION with a tree search over reasoning steps."""
+    """Solve QUESTION with a tree search over reasoning steps.
+
+    Options the chosen method or search would ignore are refused.
+    """
     if resume and thread_id is None:
         fail("--resume needs --thread-id (printed when a search fails)")
     if not resume and not question.strip():
         fail("question must not be empty")
     try:
-        config = SearchConfig(
-            method=method,  # type: ignore[arg-type]
-            search=search,  # type: ignore[arg-type]
-            small=small,
-            large=large,
-            small_url=small_url,
-            large_url=large_url,
-            prm_url=prm_url,
-            protocol=protocol,  # type: ignore[arg-type]
-            prompt_format=prompt_format,  # type: ignore[arg-type]
-            api_key=api_key,
-            timeout=timeout,
-            retries=retries,
-            prm=prm,
-            prm_model=prm_model,
-            prm_engine=prm_engine,  # type: ignore[arg-type]
-            prm_device=prm_device,
-            prm_dtype=prm_dtype,  # type: ignore[arg-type]
-            prm_batch_size=prm_batch_size,
-            prm_tgi_method=prm_tgi_method,  # type: ignore[arg-type]
-            n_drafts=n_drafts,
-            beam_width=beam_width,
-            max_steps=max_steps,
-            iterations=iterations,
-            theta=theta,
-            estimator=estimator,  # type: ignore[arg-type]
-            quantile=quantile,
-            warmup_steps=warmup_steps,
-            fixed_threshold=fixed_threshold,
-            reject_rate=reject_rate,
-            threshold_mode=threshold_mode,  # type: ignore[arg-type]
-            large_sd=large_sd,
-            speculation=SpeculationConfig(
-                pipeline=pipeline,  # type: ignore[arg-type]
-                regenerate=regenerate,  # type: ignore[arg-type]
-                drafts=drafts,
-                concurrent=concurrent,  # type: ignore[arg-type]
-                controller=controller,  # type: ignore[arg-type]
-                probe_every=probe_every,
-            ),
-            carry_threshold=carry_threshold,
-            threshold_store=threshold_store or _default_store(carry_threshold),
-            max_new_tokens=max_new_tokens,
-            final_max_new_tokens=final_max_new_tokens,
-            complete=complete,
-            temperature=temperature,
-            seed=seed,
-            engine=engine,  # type: ignore[arg-type]
-            device=device,
-            dtype=dtype,
-        )
+        config = SearchConfig.model_validate(with_cli_store(options), context={GIVEN: set(options)})
     except ValidationError as exc:
-        fail(_config_error(exc))
+        fail(config_error(exc))
     for flag, path in (("--html", html), ("--tree", tree), ("--checkpoint", checkpoint)):
         if path:
             problem = _unwritable(path)
@@ -414,21 +262,11 @@ def _print_result(result: SearchResult, *, as_json: bool, stream: bool, show_tre
 
 
 @app.command()
+@with_search_options(exclude=("method", "carry_threshold"))
 def calibrate(
     problems: Annotated[int, typer.Option(help="GSM8K test problems to run (shipped).")] = 3,
-    small: Annotated[str, typer.Option(help="Small model.")] = "smollm2-135m",
-    large: Annotated[str, typer.Option(help="Large model.")] = "gemma3-270m",
-    small_url: Annotated[str | None, typer.Option(help="Endpoint of the small model.")] = None,
-    large_url: Annotated[str | None, typer.Option(help="Endpoint of the large model.")] = None,
-    prm: Annotated[str, typer.Option(help="PRM name (as in solve).")] = "combined",
-    n_drafts: Annotated[int, typer.Option(help="Thoughts per expanded node (N).")] = 4,
-    beam_width: Annotated[int, typer.Option(help="Beams kept per step.")] = 2,
-    max_steps: Annotated[int, typer.Option(help="Maximum reasoning steps.")] = 4,
-    max_new_tokens: Annotated[int, typer.Option(help="Token budget per step.")] = 48,
-    threshold_store: Annotated[
-        str | None,
-        typer.Option(help="JSON file to fill [default: <cache>/thresholds.json]."),
-    ] = None,
+    *,
+    options: dict[str, Any],
 ) -> None:
     """Fill the threshold store: run SpecSearch on a few problems so later runs start calibrated.
 
@@ -442,20 +280,9 @@ def calibrate(
     from importlib.resources import files
 
     try:
-        config = SearchConfig(
-            small=small,
-            large=large,
-            small_url=small_url,
-            large_url=large_url,
-            prm=prm,  # type: ignore[arg-type]
-            n_drafts=n_drafts,
-            beam_width=beam_width,
-            max_steps=max_steps,
-            max_new_tokens=max_new_tokens,
-            threshold_store=threshold_store or _default_store(True),
-        )
+        config = SearchConfig.model_validate(with_cli_store(options), context={GIVEN: set(options)})
     except ValidationError as exc:
-        fail(_config_error(exc))
+        fail(config_error(exc))
     rows = files("langgraph_specsearch").joinpath("data/gsm8k_test_head50.jsonl").read_text()
     questions = [_json.loads(line)["question"] for line in rows.splitlines()][-problems:]
 

@@ -11,6 +11,8 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
+from langgraph_specsearch.cli_options import config_error, with_search_options
+
 err = Console(stderr=True, highlight=False)
 
 
@@ -38,29 +40,18 @@ def build_eval_prm(config: Any) -> Any:
     return build_prm(config, judge)
 
 
+PRM_OPTIONS = (
+    "prm", "prm_model", "prm_url", "prm_engine", "prm_device", "prm_dtype", "prm_batch_size",
+    "prm_tgi_method", "small", "protocol", "prompt_format", "api_key", "timeout", "retries",
+)  # fmt: skip
+"""The `SearchConfig` options that decide a PRM (`small`: the judge of the built-in ones)."""
+
+
+@with_search_options(include=PRM_OPTIONS)
 def prm_eval(
     dataset: Annotated[
         str, typer.Option(help="processbench-gsm8k | processbench-math | a JSON/JSONL file.")
     ] = "processbench-gsm8k",
-    prm: Annotated[
-        str,
-        typer.Option(
-            help="combined | judge | arithmetic | math-shepherd | math-psa | qwen-prm |"
-            " rlhflow | skywork | a known model id."
-        ),
-    ] = "combined",
-    prm_model: Annotated[
-        str | None, typer.Option(help="PRM checkpoint: hub id, local directory, served name.")
-    ] = None,
-    prm_url: Annotated[str | None, typer.Option(help="Endpoint serving the PRM.")] = None,
-    prm_engine: Annotated[
-        str | None, typer.Option(help="local | tgi | vllm | openai (default: tgi with a URL).")
-    ] = None,
-    prm_device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps ...")] = None,
-    prm_dtype: Annotated[str, typer.Option(help="auto | bfloat16 | float16 | float32")] = "auto",
-    prm_batch_size: Annotated[int, typer.Option(help="Paths per forward pass.")] = 8,
-    prm_tgi_method: Annotated[str, typer.Option(help="prefill | top_n (TGI).")] = "prefill",
-    small: Annotated[str, typer.Option(help="Judge model of the built-in PRMs.")] = "smollm2-135m",
     limit: Annotated[
         int | None, typer.Option(help="N records: the first N/2 erroneous and N/2 correct.")
     ] = None,
@@ -69,6 +60,8 @@ def prm_eval(
     ] = 0.5,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress lines.")] = False,
+    *,
+    options: dict[str, Any],
 ) -> None:
     """ProcessBench with a PRM: predicted earliest wrong step vs the human label; F1."""
     from langgraph_specsearch.api import SearchConfig
@@ -79,21 +72,9 @@ def prm_eval(
     if not 0.0 <= threshold <= 1.0:
         _fail("--threshold must be in [0, 1]")
     try:
-        config = SearchConfig(
-            prm=prm,
-            prm_model=prm_model,
-            prm_url=prm_url,
-            prm_engine=prm_engine,  # type: ignore[arg-type]
-            prm_device=prm_device,
-            prm_dtype=prm_dtype,  # type: ignore[arg-type]
-            prm_batch_size=prm_batch_size,
-            prm_tgi_method=prm_tgi_method,  # type: ignore[arg-type]
-            small=small,
-        )
+        config = SearchConfig.model_validate(options)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "input"
-        _fail(f"{field}: {str(first['msg']).removeprefix('Value error, ')}")
+        _fail(config_error(exc))
     try:
         records = load_records(dataset, limit)
         scorer = build_eval_prm(config)

@@ -16,30 +16,25 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from langgraph_specsearch.options import flag, flat_index
+
 TABLE = "specsearch_run_options"
 NOT_RECORDED = frozenset({"api_key", "timeout", "retries"})
 """Fields that may change between a run and its resume."""
 
 
 def recorded_options(config: BaseModel) -> dict[str, Any]:
-    """The config as recorded (JSON-able, nested models flattened to dotted names)."""
-    dumped = config.model_dump(mode="json", exclude=set(NOT_RECORDED))
+    """The config as recorded: JSON-able values by flat option name (`theta`, `pipeline`)."""
+    dumped = config.model_dump(mode="json")
     flat: dict[str, Any] = {}
-
-    def walk(prefix: str, node: dict[str, Any]) -> None:
-        for key, value in node.items():
-            if isinstance(value, dict):
-                walk(f"{prefix}{key}.", value)
-            else:
-                flat[f"{prefix}{key}"] = value
-
-    walk("", dumped)
+    for name, leaf in flat_index(type(config)).items():
+        if name in NOT_RECORDED:
+            continue
+        value: Any = dumped
+        for key in leaf.path:
+            value = value.get(key) if isinstance(value, dict) else None
+        flat[name] = value
     return flat
-
-
-def _flag(name: str) -> str:
-    """`speculation.probe_every` -> `--probe-every` (the CLI flag of a config field)."""
-    return "--" + name.rsplit(".", 1)[-1].replace("_", "-")
 
 
 def differences(recorded: dict[str, Any], given: dict[str, Any]) -> list[str]:
@@ -47,7 +42,7 @@ def differences(recorded: dict[str, Any], given: dict[str, Any]) -> list[str]:
     out = []
     for name in sorted(set(recorded) | set(given)):
         if name in recorded and name in given and recorded[name] != given[name]:
-            out.append(f"{_flag(name)} {recorded[name]!r} -> {given[name]!r}")
+            out.append(f"{flag(name)} {recorded[name]!r} -> {given[name]!r}")
     return out
 
 

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from langgraph_specsearch.options import Option, OptionsModel
 
 Pipeline = Literal["per_node", "lockstep"]
 Regenerate = Literal["missing", "all"]
@@ -38,39 +40,33 @@ Toggle = Literal["auto", "on", "off"]
 EMA_WEIGHT = 0.2
 
 
-class SpeculationConfig(BaseModel):
-    """Scheduling policies of the SpecSearch expander (defaults: the fast ones).
-
-    Attributes:
-        pipeline: `per_node` or `lockstep` (the paper).
-        regenerate: `missing` (make up the shortfall below `need`) or `all` (the paper).
-        drafts: Drafts per node; None: twice the children the template asks for (`2n`) with
-            `regenerate="missing"` (drafting more costs little when decoding is latency-bound,
-            and more drafts pass, so the large model is needed less and the template has more
-            candidates), `n` with `"all"` (the paper).
-        concurrent: Start the large model's make-up requests while drafting (`auto`: when
-            small and large run on different devices or endpoints).
-        controller: `on` sends an expansion to the large model alone when speculation is
-            predicted to lose; `off` always speculates once beta exists.
-        explore_every: While the controller prefers the large model, one expansion in about
-            this many (times the predicted loss ratio) still speculates, so its estimates stay
-            fresh.
-        probe_every: With `regenerate="missing"`, after this many speculative expansions
-            without any large thought, ask the large model for one thought per node (0: never).
-        min_cost_s: The controller leaves alone expansions predicted to cost less than this
-            either way (there is nothing to save, and timings that small are noise).
-    """
-
-    model_config = ConfigDict(extra="forbid")
+class SpeculationConfig(OptionsModel):
+    """Scheduling policies of the SpecSearch expander (defaults: the fast ones)."""
 
     pipeline: Pipeline = "per_node"
+    """Each frontier node runs draft, score, decide, make-up on its own (`per_node`), or all
+    nodes go through each phase together (`lockstep`, the paper)."""
     regenerate: Regenerate = "missing"
-    drafts: int | None = Field(None, ge=1)
+    """The large model makes up the shortfall below the children the template can use
+    (`missing`), or replaces every rejected draft (`all`, the paper)."""
+    drafts: Annotated[int | None, Field(ge=1)] = None
+    """Drafts per node; None: 2n with `regenerate=missing`, n with `all` (n: the children the
+    template asks for)."""
     concurrent: Toggle = "auto"
+    """Start the large model's make-up requests while drafting (`auto`: when small and large
+    run on different devices or endpoints)."""
     controller: Literal["on", "off"] = "on"
-    explore_every: int = Field(16, ge=1)
-    probe_every: int = Field(8, ge=0)
-    min_cost_s: float = Field(0.005, ge=0.0)
+    """`on`: send an expansion to the large model alone when the measured costs say
+    speculation would lose; `off`: always speculate once beta exists."""
+    explore_every: Annotated[int, Field(ge=1), Option(when={"controller": ("on",)})] = 16
+    """While the controller prefers the large model, speculate about once in this many
+    expansions (times the predicted loss ratio) to keep its estimates fresh."""
+    probe_every: Annotated[int, Field(ge=0), Option(when={"regenerate": ("missing",)})] = 8
+    """After this many speculative expansions without a large thought, ask the large model
+    for one thought per node so beta keeps tracking it (0: never)."""
+    min_cost_s: Annotated[float, Field(ge=0.0), Option(when={"controller": ("on",)})] = 0.005
+    """The controller leaves alone expansions predicted to cost less than this many seconds
+    either way (nothing to save; timings that small are noise)."""
 
     def drafts_for(self, n: int) -> int:
         """Drafts per node when the template asks for `n` children."""
@@ -81,13 +77,7 @@ class SpeculationConfig(BaseModel):
     @classmethod
     def paper(cls) -> SpeculationConfig:
         """The paper's schedule: lock-step phases, every rejected draft regenerated."""
-        return cls(
-            pipeline="lockstep",
-            regenerate="all",
-            concurrent="off",
-            controller="off",
-            probe_every=0,
-        )
+        return cls(pipeline="lockstep", regenerate="all", concurrent="off", controller="off")
 
 
 def device_of(backend: Any) -> str:

@@ -11,37 +11,43 @@ import math
 import random
 import statistics
 from collections.abc import Sequence
-from typing import Any, Literal, TypedDict
+from typing import Annotated, Any, Literal, TypedDict
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 from typing_extensions import NotRequired
+
+from langgraph_specsearch.options import Option, OptionsModel
 
 Estimator = Literal["mean", "median", "quantile", "lcb"]
 Mode = Literal["adaptive", "fixed", "random", "accept_all"]
+ADAPTIVE = {"mode": ("adaptive",)}
 
 
-class ThresholdConfig(BaseModel):
-    """How drafts are accepted.
+class ThresholdConfig(OptionsModel):
+    """How drafts are accepted: the paper's adaptive beta, or an ablation."""
 
-    Attributes:
-        mode: `adaptive` (the paper's EMA), or the ablations `fixed` (constant `fixed_value`),
-            `random` (reject each draft with probability `reject_rate`), `accept_all`.
-        theta: EMA weight of the previous estimate, in [0, 1].
-        estimator: Theta, the statistic of the large model's scores at a step.
-        quantile: q for the `quantile` estimator.
-        lcb_z: z for the lower confidence bound `mean - z * std / sqrt(n)`.
-        warmup_steps: expansions made by the large model alone before drafting starts, so the
-            first estimate comes from real large-model scores.
-    """
-
-    mode: Mode = "adaptive"
-    theta: float = Field(0.9, ge=0.0, le=1.0)
-    estimator: Estimator = "mean"
-    quantile: float = Field(0.5, ge=0.0, le=1.0)
-    lcb_z: float = Field(1.0, ge=0.0)
-    fixed_value: float = 0.5
-    reject_rate: float = Field(0.5, ge=0.0, le=1.0)
-    warmup_steps: int = Field(1, ge=0)
+    mode: Annotated[Mode, Option(name="threshold_mode")] = "adaptive"
+    """`adaptive` (the paper's EMA), or the ablations `fixed` (a constant threshold),
+    `random` (reject each draft at random), `accept_all`."""
+    theta: Annotated[float, Field(ge=0.0, le=1.0), Option(when=ADAPTIVE)] = 0.9
+    """EMA weight of the previous beta, in [0, 1]."""
+    estimator: Annotated[Estimator, Option(when=ADAPTIVE)] = "mean"
+    """Theta, the statistic of the large model's scores at a step."""
+    quantile: Annotated[float, Field(ge=0.0, le=1.0), Option(when={"estimator": ("quantile",)})] = (
+        0.5
+    )
+    """q of the `quantile` estimator."""
+    lcb_z: Annotated[float, Field(ge=0.0), Option(when={"estimator": ("lcb",)})] = 1.0
+    """z of the `lcb` estimator, `mean - z * std / sqrt(n)`."""
+    fixed_value: Annotated[
+        float, Field(ge=0.0, le=1.0), Option(name="fixed_threshold", when={"mode": ("fixed",)})
+    ] = 0.5
+    """The threshold of `threshold_mode=fixed`."""
+    reject_rate: Annotated[float, Field(ge=0.0, le=1.0), Option(when={"mode": ("random",)})] = 0.5
+    """Probability of rejecting a draft under `threshold_mode=random`."""
+    warmup_steps: Annotated[int, Field(ge=0)] = 1
+    """Expansions made by the large model alone before drafting starts, so the first beta
+    comes from real large-model scores (skipped when a threshold store has one)."""
 
 
 class ThresholdState(TypedDict):

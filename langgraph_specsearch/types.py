@@ -2,28 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
+
+from langgraph_specsearch.options import Option, OptionsModel
 
 Source = Literal["small", "large"]
 FinishReason = Literal["stop_sequence", "eos_token", "length"]
 
 
-class GenerationParams(BaseModel):
-    """Sampling parameters for one step of generation.
+class GenerationParams(OptionsModel):
+    """Sampling parameters of every step."""
 
-    `final_max_new_tokens` is the budget of a step that finishes the solution (the last step
-    at a search's depth limit, or a completion step), which runs to the end of the solution
-    rather than to the step delimiter; None: 4 x `max_new_tokens`.
-    """
-
-    max_new_tokens: int = Field(64, ge=1)
-    temperature: float = Field(0.7, ge=0.0)
-    top_p: float = Field(0.95, gt=0.0, le=1.0)
-    seed: int | None = None
-    stop: list[str] = Field(default_factory=lambda: ["\n\n"])
-    final_max_new_tokens: int | None = Field(None, ge=1)
+    max_new_tokens: Annotated[int, Field(ge=1)] = 48
+    """Token budget of a step."""
+    temperature: Annotated[float, Field(ge=0.0)] = 0.7
+    """Sampling temperature (0: greedy)."""
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
+    """Nucleus sampling mass."""
+    seed: int | None = 0
+    """Random seed; each expansion and sample derives its own from it (None: unseeded)."""
+    stop: Annotated[list[str], Option(cli=False)] = Field(default_factory=lambda: ["\n\n"])
+    """Step delimiters: a thought ends at the first of these."""
+    final_max_new_tokens: Annotated[int | None, Field(ge=1)] = None
+    """Budget of a step that finishes the solution (at the depth limit, or the completion
+    step), which runs to the end rather than to the step delimiter; None: 4 x
+    `max_new_tokens`."""
 
 
 class Generation(BaseModel):

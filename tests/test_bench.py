@@ -24,6 +24,7 @@ from langgraph_specsearch.evaluation.datasets import load_problems, warmup_probl
 from langgraph_specsearch.evaluation.methods import METHODS, method_config, parse_methods
 from langgraph_specsearch.evaluation.runner import Runner, one_engine, rotation
 from langgraph_specsearch.evaluation.summary import summarize, table_rows
+from langgraph_specsearch.options import LENIENT
 from langgraph_specsearch.types import Generation, GenerationParams
 
 # --- datasets ---------------------------------------------------------------------------------
@@ -86,18 +87,20 @@ def test_bad_jsonl_is_one_line_error(tmp_path: Path, content: str, message: str)
 
 
 def test_every_method_maps_onto_search_config_options(tmp_path: Path) -> None:
-    base = SearchConfig(fixed_threshold=0.6, reject_rate=0.3)
-    get = {name: method_config(name, base, store_dir=tmp_path) for name in METHODS}
-    assert get["ar"].method == "ar" and get["sps"].method == "sps"
-    assert get["fixed-threshold"].threshold_mode == "fixed"
-    assert get["fixed-threshold"].fixed_threshold == 0.6
-    assert (get["random-rejection"].threshold_mode, get["random-rejection"].reject_rate) == (
-        "random",
-        0.3,
+    # a bench run's options apply across methods, so its base config is built leniently
+    base = SearchConfig.model_validate(
+        {"fixed_threshold": 0.6, "reject_rate": 0.3}, context={LENIENT: True}
     )
-    assert method_config("random-rejection", base, reject_rate=0.7).reject_rate == 0.7
-    assert get["accept-all"].threshold_mode == "accept_all"
-    assert (get["large-only"].threshold_mode, get["large-only"].reject_rate) == ("random", 1.0)
+    get = {name: method_config(name, base, store_dir=tmp_path) for name in METHODS}
+    th = {name: config.threshold for name, config in get.items()}
+    assert get["ar"].method == "ar" and get["sps"].method == "sps"
+    assert th["fixed-threshold"].mode == "fixed"
+    assert th["fixed-threshold"].fixed_value == 0.6
+    assert (th["random-rejection"].mode, th["random-rejection"].reject_rate) == ("random", 0.3)
+    rate = method_config("random-rejection", base, reject_rate=0.7).threshold.reject_rate
+    assert rate == 0.7
+    assert th["accept-all"].mode == "accept_all"
+    assert (th["large-only"].mode, th["large-only"].reject_rate) == ("random", 1.0)
     assert get["beta-per-problem"].carry_threshold is False
     assert get["beta-carried"].carry_threshold is True
     assert get["regenerate-all"].speculation.regenerate == "all"

@@ -9,6 +9,7 @@ from importlib.resources import files
 import pytest
 
 from langgraph_specsearch.api import SearchConfig, asolve, load_components
+from langgraph_specsearch.types import GenerationParams
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +27,12 @@ def components():
 
 
 def test_real_specsearch_beam_step_from_both_models(components) -> None:
-    config = SearchConfig(n_drafts=2, beam_width=1, max_steps=3, max_new_tokens=24, seed=1)
+    config = SearchConfig(
+        n_drafts=2,
+        beam_width=1,
+        max_steps=3,
+        generation=GenerationParams(max_new_tokens=24, seed=1),
+    )
     result = asyncio.run(asolve(QUESTION, config, components=components))
     assert result.path, "the search produced no path"
     assert result.path[0].source == "large"  # warm-up step by the large model
@@ -41,7 +47,13 @@ def test_real_specsearch_beam_step_from_both_models(components) -> None:
 
 
 def test_real_ar_uses_only_the_large_model(components) -> None:
-    config = SearchConfig(method="ar", n_drafts=2, beam_width=1, max_steps=1, max_new_tokens=16)
+    config = SearchConfig(
+        method="ar",
+        n_drafts=2,
+        beam_width=1,
+        max_steps=1,
+        generation=GenerationParams(max_new_tokens=16),
+    )
     result = asyncio.run(asolve(QUESTION, config, components=components))
     assert {n.source for n in result.nodes if n.parent_id} == {"large"}
     assert result.stats.small.calls == 0 and result.stats.drafts == 0

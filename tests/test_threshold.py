@@ -34,7 +34,8 @@ def test_ema_arithmetic() -> None:
     [("mean", 0.45), ("median", 0.4), ("quantile", 0.6)],
 )
 def test_estimators(estimator: str, expected: float) -> None:
-    cfg = ThresholdConfig(estimator=estimator, quantile=0.75)
+    extra = {"quantile": 0.75} if estimator == "quantile" else {}
+    cfg = ThresholdConfig(estimator=estimator, **extra)
     assert estimate([0.1, 0.3, 0.5, 0.9], cfg) == pytest.approx(expected)
 
 

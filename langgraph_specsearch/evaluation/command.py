@@ -27,11 +27,13 @@ from rich.table import Table
 
 from langgraph_specsearch.answers import is_correct
 from langgraph_specsearch.api import SearchConfig
+from langgraph_specsearch.cli_options import config_error, with_search_options
 from langgraph_specsearch.evaluation.datasets import Problem, load_problems, warmup_problem
 from langgraph_specsearch.evaluation.methods import method_config, parse_methods
 from langgraph_specsearch.evaluation.records import make_record
 from langgraph_specsearch.evaluation.runner import Run, Runner, one_engine
 from langgraph_specsearch.evaluation.summary import markdown_table, summarize, table_rows
+from langgraph_specsearch.options import LENIENT, flag, ignored_options, updated
 
 err = Console(stderr=True, highlight=False)
 RESULTS, CONFIG, SUMMARY_JSON, SUMMARY_MD = (
@@ -137,6 +139,22 @@ def print_table(summary: dict[str, Any], console: Console) -> None:
     console.print(table)
 
 
+def refuse_ignored(configs: dict[str, SearchConfig], given: dict[str, Any]) -> None:
+    """BenchError for an option given on the command line that every method ignores."""
+    per_method = [
+        {p["option"]: p for p in ignored_options(c) if p["option"] in map(flag, given)}
+        for c in configs.values()
+    ]
+    common = set.intersection(*(set(m) for m in per_method)) if per_method else set()
+    if common:
+        p = per_method[0][sorted(common)[0]]
+        raise BenchError(
+            f"{p['option']} is only used with {p['key']} {p['allowed']}, and no method in"
+            " --methods runs that way"
+        )
+
+
+@with_search_options(exclude=("method",))
 def bench(
     dataset: Annotated[str, typer.Option(help="gsm8k | math500 | a JSONL file.")] = "gsm8k",
     split: Annotated[str, typer.Option(help="Dataset split (the shipped sets: test).")] = "test",
@@ -150,51 +168,12 @@ def bench(
             " regenerate-missing, specsearch-paper."
         ),
     ] = "ar,sps,specsearch",
-    search: Annotated[str, typer.Option(help="beam | mcts | best-of-n")] = "beam",
-    small: Annotated[str, typer.Option(help="Small model.")] = "smollm2-135m",
-    large: Annotated[str, typer.Option(help="Large model.")] = "gemma3-270m",
-    small_url: Annotated[str | None, typer.Option(help="Endpoint of the small model.")] = None,
-    large_url: Annotated[str | None, typer.Option(help="Endpoint of the large model.")] = None,
-    prm_url: Annotated[str | None, typer.Option(help="Endpoint of the judge PRM.")] = None,
-    protocol: Annotated[str, typer.Option(help="auto | tgi | openai")] = "auto",
-    prompt_format: Annotated[str, typer.Option(help="fewshot | chatml (endpoints)")] = "fewshot",
-    api_key: Annotated[
-        str | None,
-        typer.Option(help="Endpoints' bearer token [default: $SPECSEARCH_API_KEY or $HF_TOKEN]."),
-    ] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds per endpoint call.")] = 20.0,
-    retries: Annotated[int, typer.Option(help="Retries of a failed endpoint call.")] = 1,
-    prm: Annotated[str, typer.Option(help="PRM name (as in solve).")] = "combined",
-    prm_model: Annotated[str | None, typer.Option(help="PRM checkpoint or served name.")] = None,
-    n_drafts: Annotated[int, typer.Option(help="Thoughts per expanded node (N).")] = 4,
-    beam_width: Annotated[int, typer.Option(help="Beams kept per step.")] = 2,
-    max_steps: Annotated[int, typer.Option(help="Maximum reasoning steps.")] = 6,
-    iterations: Annotated[int, typer.Option(help="MCTS iterations.")] = 8,
-    theta: Annotated[float, typer.Option(help="EMA weight of the threshold.")] = 0.9,
-    estimator: Annotated[str, typer.Option(help="mean | median | quantile | lcb")] = "mean",
-    warmup_steps: Annotated[int, typer.Option(help="Expansions by the large model first.")] = 1,
-    fixed_threshold: Annotated[float, typer.Option(help="Threshold of fixed-threshold.")] = 0.5,
-    reject_rate: Annotated[
-        float, typer.Option(help="random-rejection's rate until SpecSearch has one.")
-    ] = 0.5,
-    large_sd: Annotated[
-        bool, typer.Option(help="Token-level SD in SpecSearch's regeneration.")
-    ] = False,
-    max_new_tokens: Annotated[int, typer.Option(help="Token budget per step.")] = 48,
-    final_max_new_tokens: Annotated[
-        int | None, typer.Option(help="Budget of a step that finishes the solution [4x].")
-    ] = None,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
-    seed: Annotated[int, typer.Option(help="Seed of --sample and of the searches.")] = 0,
-    engine: Annotated[str, typer.Option(help="auto | transformers | llamacpp")] = "auto",
-    device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N | mps")] = None,
-    dtype: Annotated[str | None, typer.Option(help="float32 | bfloat16 | float16")] = None,
     concurrency: Annotated[
         int, typer.Option(help="Problems at once against endpoints (local models: 1).")
     ] = 1,
     repeats: Annotated[int, typer.Option(help="Runs per problem and method (seeds S, S+1..).")] = 1,
     out: Annotated[
-        str | None, typer.Option(help="Output folder [default: specsearch-bench/<time>].")
+        str | None, typer.Option(help="Output folder [default: specsearch-bench/START-TIME].")
     ] = None,
     resume: Annotated[
         bool, typer.Option(help="Continue the run in --out, skipping done runs.")
@@ -203,6 +182,8 @@ def bench(
         bool, typer.Option(help="Solve one unmeasured problem per method first.")
     ] = True,
     plots: Annotated[bool, typer.Option(help="Write the PNG figures (extra 'plot').")] = True,
+    *,
+    options: dict[str, Any],
 ) -> None:
     """Run methods side by side on a dataset and print the paper's table (accuracy, latency,
     speed-up vs AR and vs SpS, with bootstrap CIs); per-problem JSONL, config and plots in --out.
@@ -216,53 +197,22 @@ def bench(
         if concurrency < 1:
             raise BenchError("--concurrency must be >= 1")
         names = parse_methods(methods)
-        endpoints = bool(small_url or large_url)
+        try:
+            base = SearchConfig.model_validate(
+                {**options, "threshold_store": None}, context={LENIENT: True}
+            )
+        except ValidationError as exc:
+            raise BenchError(config_error(exc)) from None
+        seed = base.generation.seed or 0
+        endpoints = bool(base.small_url or base.large_url)
         if concurrency > 1 and not endpoints:
             err.print("[dim]--concurrency: local models run one problem at a time[/]")
             concurrency = 1
-        try:
-            base = SearchConfig(
-                search=search,  # type: ignore[arg-type]
-                small=small,
-                large=large,
-                small_url=small_url,
-                large_url=large_url,
-                prm_url=prm_url,
-                protocol=protocol,  # type: ignore[arg-type]
-                prompt_format=prompt_format,  # type: ignore[arg-type]
-                api_key=api_key,
-                timeout=timeout,
-                retries=retries,
-                prm=prm,
-                prm_model=prm_model,
-                n_drafts=n_drafts,
-                beam_width=beam_width,
-                max_steps=max_steps,
-                iterations=iterations,
-                theta=theta,
-                estimator=estimator,  # type: ignore[arg-type]
-                warmup_steps=warmup_steps,
-                fixed_threshold=fixed_threshold,
-                reject_rate=reject_rate,
-                large_sd=large_sd,
-                max_new_tokens=max_new_tokens,
-                **({"final_max_new_tokens": final_max_new_tokens} if final_max_new_tokens else {}),
-                temperature=temperature,
-                seed=seed,
-                engine=engine,  # type: ignore[arg-type]
-                device=device,
-                dtype=dtype,
-                threshold_store=None,
-            )
-        except ValidationError as exc:
-            problem = exc.errors()[0]
-            fields = [str(x) for x in problem["loc"] if isinstance(x, str)]
-            flag = fields[0].replace("_", "-") if fields else "input"
-            raise BenchError(f"--{flag}: {problem['msg']}") from None
         problems = load_problems(dataset, split=split, limit=limit, sample=sample, seed=seed)
         folder = Path(out) if out else Path("specsearch-bench") / time.strftime("%Y%m%d-%H%M%S")
         store_dir = folder / "thresholds"
         configs = {m: method_config(m, base, store_dir=store_dir) for m in names}
+        refuse_ignored(configs, options)
         configs, engine_note = one_engine(configs)
         identity = run_identity(dataset, split, problems, names, repeats, configs)
         old = check_resume(folder, identity, resume)
@@ -288,14 +238,14 @@ def bench(
         encoding="utf-8",
     )
     done = {(r["problem_id"], r["method"], r["repeat"]) for r in old}
-    rate = RejectRate(reject_rate, old)
+    rate = RejectRate(base.threshold.reject_rate, old)
 
     def config_for(method: str, repeat: int) -> SearchConfig:
         config = configs[method]
         update: dict[str, Any] = {"seed": seed + repeat}
         if method == "random-rejection":
             update["reject_rate"] = rate.rate
-        return config.model_copy(update=update)
+        return updated(config, **update)
 
     records = list(old)
     new_latency = measured_s = 0.0

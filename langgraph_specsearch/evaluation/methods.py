@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from langgraph_specsearch.api import SearchConfig
+from langgraph_specsearch.options import updated
 from langgraph_specsearch.speculation import SpeculationConfig
 
 METHODS: dict[str, str] = {
@@ -53,14 +54,6 @@ def parse_methods(text: str) -> list[str]:
     return names
 
 
-def _with_speculation(config: SearchConfig, **updates: Any) -> dict[str, Any]:
-    """Config updates that change the speculation policies (nested or flat SearchConfig)."""
-    current = getattr(config, "speculation", None)
-    if isinstance(current, SpeculationConfig):
-        return {"speculation": current.model_copy(update=updates)}
-    return updates
-
-
 def method_config(
     name: str,
     base: SearchConfig,
@@ -71,8 +64,8 @@ def method_config(
     """The SearchConfig of method `name` on top of `base` (the run's shared options).
 
     `reject_rate` is the rate for `random-rejection` (SpecSearch's rate so far in the run);
-    None keeps `base.reject_rate`. With `store_dir`, a method that carries beta keeps it in
-    `<store_dir>/<name>.json`.
+    None keeps `base.threshold.reject_rate`. With `store_dir`, a method that carries beta
+    keeps it in `<store_dir>/<name>.json`.
     """
     updates: dict[str, Any]
     if name in ("ar", "sps"):
@@ -82,11 +75,11 @@ def method_config(
         if name == "beta-carried":
             updates["carry_threshold"] = True
         if name == "regenerate-missing":
-            updates.update(_with_speculation(base, regenerate="missing"))
+            updates["regenerate"] = "missing"
     elif name == "fixed-threshold":
         updates = {"method": "specsearch", "threshold_mode": "fixed"}
     elif name == "random-rejection":
-        rate = base.reject_rate if reject_rate is None else reject_rate
+        rate = base.threshold.reject_rate if reject_rate is None else reject_rate
         updates = {"method": "specsearch", "threshold_mode": "random", "reject_rate": rate}
     elif name == "accept-all":
         updates = {"method": "specsearch", "threshold_mode": "accept_all"}
@@ -95,23 +88,15 @@ def method_config(
     elif name == "beta-per-problem":
         updates = {"method": "specsearch", "carry_threshold": False}
     elif name == "regenerate-all":
-        updates = {"method": "specsearch", **_with_speculation(base, regenerate="all")}
+        updates = {"method": "specsearch", "regenerate": "all"}
     elif name == "specsearch-paper":
         paper = SpeculationConfig.paper()
-        if isinstance(getattr(base, "speculation", None), SpeculationConfig):
-            spec: dict[str, Any] = {"speculation": paper}
-        else:
-            spec = {
-                k: getattr(paper, k)
-                for k in ("pipeline", "regenerate", "concurrent", "controller", "probe_every")
-            }
+        spec = {k: getattr(paper, k) for k in paper.model_fields_set}
         updates = {"method": "specsearch", "carry_threshold": False, **spec}
     else:
         raise ValueError(f"unknown method {name!r}")
-    config = SearchConfig.model_validate({**base.model_dump(), **updates})
+    config = updated(base, **updates)
     if store_dir is not None and config.method == "specsearch" and config.carry_threshold:
         # each method carries its own beta (never another's), and keeps it across --resume
-        config = config.model_copy(
-            update={"threshold_store": str(Path(store_dir) / f"{name}.json")}
-        )
+        config = updated(config, threshold_store=str(Path(store_dir) / f"{name}.json"))
     return config

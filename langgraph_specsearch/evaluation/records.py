@@ -57,13 +57,13 @@ def time_split(result: SearchResult, latency_s: float) -> dict[str, float]:
 
 def make_record(run: Run) -> dict[str, Any]:
     """The JSONL record of one run (graded with `answers.is_correct`)."""
-    r, s = run.result, run.result.stats
+    r, s, th = run.result, run.result.stats, run.config.threshold
     return {
         "problem_id": run.problem.id,
         "repeat": run.repeat,
         "method": run.method,
         "position": run.position,
-        "seed": run.config.seed,
+        "seed": run.config.generation.seed,
         "question": run.problem.question,
         "answer": r.answer,
         "gold": run.problem.gold,
@@ -83,7 +83,7 @@ def make_record(run: Run) -> dict[str, Any]:
         "speculative_expansions": s.speculative_expansions,
         "controller_fallbacks": s.controller_fallbacks,
         "small_drafted_share": s.small_drafted_share,
-        "reject_rate": run.config.reject_rate if run.config.threshold_mode == "random" else None,
+        "reject_rate": th.reject_rate if th.mode == "random" else None,
         "path_sources": [t.source for t in r.path],
         "steps": per_step(r.nodes),
         "threshold_trace": [p.model_dump() for p in r.threshold_trace],

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from langgraph_specsearch.api import Components, SearchConfig, asolve, load_components
 from langgraph_specsearch.evaluation.datasets import Problem
+from langgraph_specsearch.options import updated
 from langgraph_specsearch.types import SearchResult
 
 ConfigFor = Callable[[str, int], SearchConfig]
@@ -60,7 +61,9 @@ def components_key(config: SearchConfig) -> str:
         "prm_tgi_method", "engine", "device", "device_map", "dtype",
     )  # fmt: skip
     key = {f: getattr(config, f, None) for f in fields}
-    key.update(needs_small=needs_small, needs_sd=needs_sd, temperature=config.temperature > 0)
+    key.update(
+        needs_small=needs_small, needs_sd=needs_sd, temperature=config.generation.temperature > 0
+    )
     return json.dumps(key, sort_keys=True, default=str)
 
 
@@ -108,7 +111,7 @@ class Runner:
         started = time.perf_counter()
         for method in self.methods:
             t0 = time.perf_counter()
-            config = self.config_for(method, 0).model_copy(update={"seed": WARMUP_SEED})
+            config = updated(self.config_for(method, 0), seed=WARMUP_SEED)
             await asolve(problem.question, config, components=self.components_for(config))
             self.log(f"warm-up {method}: {time.perf_counter() - t0:.1f} s (not measured)")
         self.warmup_s = time.perf_counter() - started
