@@ -203,8 +203,6 @@ async def call_with_retries(
     except Exception as exc:
         if is_transient(exc):
             tries = f" after {attempts} attempts" if attempts > 1 else ""
-            raise TransientBackendError(
-                f"{where}: {what} failed{tries}: {describe(exc)}"
-            ) from exc
+            raise TransientBackendError(f"{where}: {what} failed{tries}: {describe(exc)}") from exc
         raise BackendError(f"{where}: {what} rejected: {describe(exc)}") from exc
     raise AssertionError("unreachable")  # pragma: no cover
