@@ -250,4 +250,6 @@ def test_dead_endpoint_is_one_line(tmp_path: Path) -> None:
     assert told.returncode == 1, told.stderr
     last = [line for line in told.stderr.splitlines() if line.strip()][-1]
     assert "Traceback" not in told.stderr, told.stderr
-    assert last.startswith(f"error: BackendError: {dead}: GET /v1/models failed after"), last
+    # retried by the graph node (transient), then one line naming the endpoint and how to resume
+    assert last.startswith(f"error: TransientBackendError: {dead}: GET /v1/models failed"), last
+    assert "--resume --thread-id" in last, last

@@ -48,8 +48,9 @@ def components(fail_large_on_call: int | None = None) -> Components:
 def test_resume_with_other_options_is_refused_and_the_checkpoint_survives(tmp_path: Path) -> None:
     db = str(tmp_path / "ckpt.sqlite")
     broken = components(fail_large_on_call=2)
+    no_retries = CONFIG.model_copy(update={"retries": 0})  # a transient error fails at once
     with pytest.raises(ConnectionError):
-        asyncio.run(asolve("q?", CONFIG, components=broken, checkpoint=db, thread_id="t"))
+        asyncio.run(asolve("q?", no_retries, components=broken, checkpoint=db, thread_id="t"))
     other = CONFIG.model_copy(update={"n_drafts": 3, "max_steps": 5})
     with pytest.raises(ValueError, match=r"--max-steps 6 -> 5; --n-drafts 2 -> 3"):
         asyncio.run(asolve(None, other, components=components(), checkpoint=db, thread_id="t"))
