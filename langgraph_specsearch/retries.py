@@ -144,12 +144,33 @@ def graph_retries_calls() -> bool:
 AsyncNode = Callable[[dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]
 
 
-def graph_retried(afunc: AsyncNode) -> AsyncNode:
-    """A node function whose model calls the node's `RetryPolicy` retries (one layer)."""
+def _node_attempt() -> int | None:
+    """The running node's attempt (1, 2, ...), None where LangGraph's runtime cannot be read
+    (async nodes on Python 3.10 have no runnable context)."""
+    try:
+        from langgraph.runtime import get_runtime
+
+        info = get_runtime().execution_info
+    except Exception:  # noqa: BLE001 - outside a node, or Python 3.10
+        return None
+    return info.node_attempt if info is not None else None
+
+
+def graph_retried(afunc: AsyncNode, policy: RetryPolicy | None = None) -> AsyncNode:
+    """A node function whose model calls the node's `RetryPolicy` (`policy`) retries: the
+    backends make one attempt each; a transient `BackendError` that ends the last attempt
+    says how many there were."""
+    attempts = (policy or DEFAULT_RETRY_POLICY).max_attempts
 
     async def node(state: dict[str, Any]) -> dict[str, Any]:
         with retried_by_graph():
-            return await afunc(state)
+            try:
+                return await afunc(state)
+            except BackendError as exc:
+                attempt = _node_attempt()
+                if attempts < 2 or attempt is None or attempt < attempts or not is_transient(exc):
+                    raise
+                raise TransientBackendError(f"{exc} (gave up after {attempt} attempts)") from exc
 
     node.__name__ = getattr(afunc, "__name__", "node")
     return node

@@ -112,7 +112,8 @@ def _build(
                         large=large,
                         large_params=large_params,
                         prefetch=prefetch,
-                    )
+                    ),
+                    policy,
                 ),
                 "draft",
             ),
@@ -122,7 +123,7 @@ def _build(
         pipe.add_node("draft", as_node(make_draft_node(large, params=large_params), "draft"))
     pipe.add_node(
         "evaluate",
-        as_node(graph_retried(make_evaluate_node(prm)), "evaluate"),
+        as_node(graph_retried(make_evaluate_node(prm), policy), "evaluate"),
         retry_policy=policy,
     )
     pipe.add_node(
@@ -141,7 +142,9 @@ def _build(
     pipe.add_node(
         "regenerate",
         as_node(
-            graph_retried(make_regenerate_node(large, params=large_params, prefetch=prefetch)),
+            graph_retried(
+                make_regenerate_node(large, params=large_params, prefetch=prefetch), policy
+            ),
             "regenerate",
         ),
         retry_policy=policy,

@@ -361,10 +361,9 @@ def create_mcts(
     builder.add_node("init", init)
     builder.add_node("select", select)
     builder.add_node("expand", compiled)
+    policy = retry_policy or DEFAULT_RETRY_POLICY
     builder.add_node(
-        "evaluate",
-        as_node(graph_retried(evaluate), "evaluate"),
-        retry_policy=retry_policy or DEFAULT_RETRY_POLICY,
+        "evaluate", as_node(graph_retried(evaluate, policy), "evaluate"), retry_policy=policy
     )
     builder.add_node("backpropagate", backprop)
     builder.add_node("finalize", finalize)
