@@ -3,13 +3,18 @@
     python examples/two_endpoints.py
 
 Starts two TGI-compatible servers (`python -m langgraph_specsearch.serve`, the same command as
-`specsearch serve`): SmolLM2-135M-Instruct as the small model and Gemma-3-270M as the large
-one, the latter with SmolLM2 as its draft model for greedy assisted generation. Waits for
-`/health`, runs one search against them, and stops both servers.
+`specsearch serve`) on free local ports: SmolLM2-135M-Instruct as the small model and
+Gemma-3-270M as the large one, the latter with SmolLM2 as its draft model for speculative
+decoding. Waits for `/health`, runs one search against them, and stops both servers. By hand:
+
+    specsearch serve --model smollm2-135m --port 8081 &
+    specsearch serve --model gemma3-270m --draft-model smollm2-135m --port 8082 &
+    specsearch solve "QUESTION" --small-url http://127.0.0.1:8081 --large-url http://127.0.0.1:8082
 """
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -20,9 +25,16 @@ from langgraph_specsearch.api import SearchConfig, solve
 
 QUESTION = "Tom has 3 apples and buys 4 more. How many apples does he have now?"
 SERVERS = {
-    "small": ["--model", "smollm2-135m", "--port", "8081"],
-    "large": ["--model", "gemma3-270m", "--draft-model", "smollm2-135m", "--port", "8082"],
+    "small": ["--model", "smollm2-135m"],
+    "large": ["--model", "gemma3-270m", "--draft-model", "smollm2-135m"],
 }
+
+
+def free_port() -> int:
+    """An unused local TCP port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def start(args: list[str]) -> subprocess.Popen[bytes]:
@@ -48,8 +60,9 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float = 
 
 
 def main() -> None:
-    processes = {role: start(args) for role, args in SERVERS.items()}
-    urls = {role: f"http://127.0.0.1:{args[-1]}" for role, args in SERVERS.items()}
+    ports = {role: free_port() for role in SERVERS}
+    processes = {role: start([*args, "--port", str(ports[role])]) for role, args in SERVERS.items()}
+    urls = {role: f"http://127.0.0.1:{port}" for role, port in ports.items()}
     try:
         for role, url in urls.items():
             wait_healthy(url, processes[role])
@@ -58,9 +71,12 @@ def main() -> None:
             small_url=urls["small"],
             large_url=urls["large"],
             prompt_format="fewshot",
-            n_drafts=4,
-            beam_width=2,
-            max_steps=4,
+            n_drafts=2,
+            beam_width=1,
+            max_steps=3,
+            # both servers and this client share one machine's CPU here: a call can wait
+            # behind the other server's work far longer than the 20 s meant for real endpoints
+            timeout=180,
         )
         result = solve(QUESTION, config)
         for thought in result.path:
