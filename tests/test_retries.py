@@ -8,7 +8,7 @@ makes one attempt per node attempt inside a graph (the layers do not multiply).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -98,7 +98,9 @@ def test_the_policy_counts_attempts_and_uses_the_rule() -> None:
         search_retry_policy(-1)
 
 
-def failing(script: Callable[[str, int, int], str], fail: dict[int, BaseException]):  # type: ignore[no-untyped-def]
+def failing(
+    script: Callable[[str, int, int], str], fail: Mapping[int, BaseException]
+) -> Callable[[str, int, int], str]:
     """A script that raises `fail[call]` on those calls (each attempt is one call)."""
 
     def run(prompt: str, call: int, i: int) -> str:
@@ -126,7 +128,7 @@ def small_script(prompt: str, call: int, i: int) -> str:
 class FlakyPRM(ScriptedPRM):
     """A scripted PRM that raises on chosen calls."""
 
-    def __init__(self, fail: dict[int, BaseException]) -> None:
+    def __init__(self, fail: Mapping[int, BaseException]) -> None:
         super().__init__(by_text)
         self.fail = fail
 
@@ -139,9 +141,9 @@ class FlakyPRM(ScriptedPRM):
 
 
 def search(
-    fail_small: dict[int, BaseException] | None = None,
-    fail_large: dict[int, BaseException] | None = None,
-    fail_prm: dict[int, BaseException] | None = None,
+    fail_small: Mapping[int, BaseException] | None = None,
+    fail_large: Mapping[int, BaseException] | None = None,
+    fail_prm: Mapping[int, BaseException] | None = None,
     policy: Any = FAST,
     made: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], ScriptedBackend, ScriptedBackend, FlakyPRM]:
@@ -177,8 +179,13 @@ def test_a_transient_failure_is_retried_once_and_the_search_is_unchanged(
     assert out["answer"] == HEALTHY["answer"]
     assert [s["text"] for s in out["path"]] == [s["text"] for s in HEALTHY["path"]]
     assert out["threshold_trace"] == HEALTHY["threshold_trace"]
-    calls = {"small": small.calls, "large": large.calls, "prm": prm.calls}[model]
-    healthy = {"small": H_SMALL.calls, "large": H_LARGE.calls, "prm": H_PRM.calls}[model]
+    made: dict[str, list[Any]] = {"small": small.calls, "large": large.calls, "prm": prm.calls}
+    before: dict[str, list[Any]] = {
+        "small": H_SMALL.calls,
+        "large": H_LARGE.calls,
+        "prm": H_PRM.calls,
+    }
+    calls, healthy = made[model], before[model]
     assert len(calls) == len(healthy) + 1  # the failed attempt and its retry
     assert calls[1] == calls[2] == healthy[1]  # the retry asked for the same thing
 
