@@ -12,13 +12,13 @@ import asyncio
 import math
 import os
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 import httpx
 
 from langgraph_specsearch.backends.base import BackendError
+from langgraph_specsearch.backends.loop_clients import HTTPState, PerLoop
 from langgraph_specsearch.prompts import PromptFormat, prompt_format_by_name
 from langgraph_specsearch.retries import call_with_retries
 from langgraph_specsearch.types import FinishReason, Generation, GenerationParams
@@ -159,14 +159,6 @@ def continuation_logprob(
     return None
 
 
-class _LoopState:
-    """The shared HTTP client and the concurrency bound of one event loop."""
-
-    def __init__(self, client: httpx.AsyncClient, limit: int) -> None:
-        self.client = client
-        self.semaphore = asyncio.Semaphore(limit)
-
-
 class OpenAIBackend:
     """`Backend` over an OpenAI-compatible `/v1/completions` endpoint.
 
@@ -258,26 +250,21 @@ class OpenAIBackend:
         self.multi_choice: bool | None = None
         """Whether the server answers `n` choices per request (None: not seen yet)."""
         self._models: list[dict[str, Any]] | None = None
-        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._per_loop = PerLoop(self._new_state)
 
     # -- plumbing --------------------------------------------------------------------------
 
-    def _state(self) -> _LoopState:
-        loop = asyncio.get_running_loop()
-        state = self._per_loop.get(loop)
-        if state is None:
-            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-            client = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=self.timeout)
-            state = self._per_loop[loop] = _LoopState(client, self.max_concurrency)
-        return state
+    def _new_state(self) -> HTTPState:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        client = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=self.timeout)
+        return HTTPState(client, self.max_concurrency)
+
+    def _state(self) -> HTTPState:
+        return self._per_loop.get()
 
     async def aclose(self) -> None:
         """Close the HTTP client of the running event loop."""
-        state = self._per_loop.pop(asyncio.get_running_loop(), None)
-        if state is not None:
-            await state.client.aclose()
+        await self._per_loop.aclose(HTTPState.aclose)
 
     async def _with_retries(
         self, what: str, call: Callable[[], Awaitable[Any]], retries: int | None = None

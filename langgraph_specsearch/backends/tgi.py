@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,6 +19,7 @@ from huggingface_hub.errors import TextGenerationError
 
 from langgraph_specsearch.backends.base import BackendError
 from langgraph_specsearch.backends.hub_offline import allow_endpoint
+from langgraph_specsearch.backends.loop_clients import HTTPState, PerLoop
 from langgraph_specsearch.background_loop import run_sync
 from langgraph_specsearch.prompts import PromptFormat, prompt_format_by_name
 from langgraph_specsearch.retries import call_with_retries, http_status
@@ -101,13 +101,17 @@ def _logsumexp(values: Sequence[float]) -> float:
     return top + math.log(sum(math.exp(v - top) for v in values))
 
 
-class _LoopState:
+class _LoopState(HTTPState):
     """One event loop's shared clients (generate; other routes) and concurrency bound."""
 
     def __init__(self, client: AsyncInferenceClient, http: httpx.AsyncClient, limit: int) -> None:
-        self.client = client
-        self.http = http
-        self.semaphore = asyncio.Semaphore(limit)
+        super().__init__(http, limit)
+        self.inference = client
+
+    async def aclose(self) -> None:
+        """Close both clients."""
+        await self.inference.close()
+        await self.client.aclose()
 
 
 class TGIBackend:
@@ -160,38 +164,32 @@ class TGIBackend:
         self.backoff_max_s = backoff_max_s
         self.logprob_floor = logprob_floor
         self._info: dict[str, Any] | None = None
-        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._per_loop = PerLoop(self._new_state)
 
     # -- plumbing --------------------------------------------------------------------------
 
+    def _new_state(self) -> _LoopState:
+        allow_endpoint(self.url)  # HF_HUB_OFFLINE=1 blocks the Hub, not this server
+        return _LoopState(
+            AsyncInferenceClient(base_url=self.url, api_key=self.api_key, timeout=self.timeout),
+            httpx.AsyncClient(timeout=self.timeout, headers=self._headers()),
+            self.max_concurrency,
+        )
+
     def _state(self) -> _LoopState:
         """The running event loop's clients and semaphore (made on first use)."""
-        loop = asyncio.get_running_loop()
-        state = self._per_loop.get(loop)
-        if state is None:
-            allow_endpoint(self.url)  # HF_HUB_OFFLINE=1 blocks the Hub, not this server
-            state = self._per_loop[loop] = _LoopState(
-                AsyncInferenceClient(base_url=self.url, api_key=self.api_key, timeout=self.timeout),
-                httpx.AsyncClient(timeout=self.timeout, headers=self._headers()),
-                self.max_concurrency,
-            )
-        return state
+        return self._per_loop.get()
 
     def _semaphore(self) -> asyncio.Semaphore:
         return self._state().semaphore
 
     def http(self) -> httpx.AsyncClient:
         """The shared httpx client of the running event loop (for routes besides generate)."""
-        return self._state().http
+        return self._state().client
 
     async def aclose(self) -> None:
         """Close the clients of the running event loop."""
-        state = self._per_loop.pop(asyncio.get_running_loop(), None)
-        if state is not None:
-            await state.client.close()
-            await state.http.aclose()
+        await self._per_loop.aclose(_LoopState.aclose)
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
@@ -265,7 +263,7 @@ class TGIBackend:
         async def call() -> Any:
             state = self._state()
             async with state.semaphore:
-                return await state.client.text_generation(prompt, details=True, **kwargs)
+                return await state.inference.text_generation(prompt, details=True, **kwargs)
 
         return await self._with_retries("POST / (generate)", call)
 

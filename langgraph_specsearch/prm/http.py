@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from langgraph_specsearch.backends.base import BackendError, TransientBackendError
+from langgraph_specsearch.backends.loop_clients import HTTPState, PerLoop
 from langgraph_specsearch.prm.errors import PRMAlignmentError
 from langgraph_specsearch.prm.styles import ChatTemplate, PRMStyle, Rendered, style_by_name
 from langgraph_specsearch.retries import RETRY_STATUS, is_transient
@@ -39,15 +40,22 @@ class _Client:
         self.api_key = api_key
         self.timeout = timeout
         self.concurrency = concurrency
-        self._sem: asyncio.Semaphore | None = None
+        self._per_loop = PerLoop(self._new_state)
+
+    def _new_state(self) -> HTTPState:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        client = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=self.timeout)
+        return HTTPState(client, self.concurrency)
+
+    async def aclose(self) -> None:
+        """Close the HTTP client of the running event loop."""
+        await self._per_loop.aclose(HTTPState.aclose)
 
     async def post(self, route: str, body: dict[str, Any]) -> Any:
-        if self._sem is None:
-            self._sem = asyncio.Semaphore(self.concurrency)
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        state = self._per_loop.get()
         try:
-            async with self._sem, httpx.AsyncClient(timeout=self.timeout) as http:
-                response = await http.post(f"{self.url}{route}", json=body, headers=headers)
+            async with state.semaphore:
+                response = await state.client.post(route, json=body)
         except httpx.HTTPError as exc:
             error = TransientBackendError if is_transient(exc) else BackendError
             raise error(f"{self.url}{route}: {type(exc).__name__}: {exc}") from exc
@@ -61,12 +69,10 @@ class _Client:
     async def model_id(self, given: str | None) -> str:
         if given:
             return given
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         try:
-            async with httpx.AsyncClient(timeout=self.timeout) as http:
-                response = await http.get(f"{self.url}/v1/models", headers=headers)
-                response.raise_for_status()
-                return str(response.json()["data"][0]["id"])
+            response = await self._per_loop.get().client.get("/v1/models")
+            response.raise_for_status()
+            return str(response.json()["data"][0]["id"])
         except (httpx.HTTPError, KeyError, IndexError) as exc:
             error = TransientBackendError if is_transient(exc) else BackendError
             raise error(f"{self.url}/v1/models: cannot read the model id ({exc})") from exc

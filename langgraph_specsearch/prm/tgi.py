@@ -29,8 +29,6 @@ import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import httpx
-
 from langgraph_specsearch.backends.base import BackendError
 from langgraph_specsearch.backends.tgi import TGIBackend, _get
 from langgraph_specsearch.prm.errors import PRMAlignmentError
@@ -114,15 +112,10 @@ class TGIPRM:
         """The server's `/tokenize`: [{id, text, start, stop}] (special tokens have no span)."""
 
         async def call() -> list[dict[str, Any]]:
-            async with httpx.AsyncClient(timeout=self.backend.timeout) as http:
-                response = await http.post(
-                    f"{self.url}/tokenize",
-                    json={"inputs": text},
-                    headers=self.backend._headers(),
-                )
-                response.raise_for_status()
-                body: list[dict[str, Any]] = response.json()
-                return body
+            response = await self.backend.http().post(f"{self.url}/tokenize", json={"inputs": text})
+            response.raise_for_status()
+            body: list[dict[str, Any]] = response.json()
+            return body
 
         result: list[dict[str, Any]] = await self.backend._with_retries("POST /tokenize", call)
         return result
