@@ -16,7 +16,7 @@ from langgraph_specsearch.graphs.beam import create_beam_search
 from langgraph_specsearch.graphs.best_of_n import create_best_of_n
 from langgraph_specsearch.graphs.expanders import create_speculative_expander
 from langgraph_specsearch.graphs.mcts import create_mcts
-from langgraph_specsearch.speculation import SpeculationConfig
+from langgraph_specsearch.speculation import Pipeline, SpeculationConfig
 
 
 def small(prompt: str, call: int, i: int) -> str:
@@ -27,17 +27,18 @@ def large(prompt: str, call: int, i: int) -> str:
     return "The answer is 7. 0.6" if call >= 2 else f"large c{call} 0.5"
 
 
-def expander() -> Any:
+def expander(pipeline: Pipeline = "per_node") -> Any:
     return create_speculative_expander(
         small=ScriptedBackend("small", small),
         large=ScriptedBackend("large", large),
         prm=ScriptedPRM(by_text),
-        speculation=SpeculationConfig(controller="off", drafts=2),  # one draft passes per node
+        # one draft passes per node
+        speculation=SpeculationConfig(controller="off", drafts=2, pipeline=pipeline),
     )
 
 
-def beam() -> Any:
-    return create_beam_search(expander(), beam_width=2, n=2, max_steps=5).compile()
+def beam(pipeline: Pipeline = "per_node") -> Any:
+    return create_beam_search(expander(pipeline), beam_width=2, n=2, max_steps=5).compile()
 
 
 async def collect(graph: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -120,10 +121,11 @@ def by_pipeline(events: list[dict[str, Any]]) -> dict[tuple[Any, Any], list[tupl
 
 
 def test_sync_stream_sends_the_same_events() -> None:
-    async_events = asyncio.run(collect(beam()))[0]
-    sync_events = [
-        chunk for _, chunk in beam().stream({"question": "q"}, stream_mode="custom", subgraphs=True)
-    ]
+    # lock-step: per-node pipelines race for the scripted models' call counters, so which node
+    # gets which text would depend on timing; lock-step makes one call per phase
+    async_events = asyncio.run(collect(beam("lockstep")))[0]
+    sync = beam("lockstep").stream({"question": "q"}, stream_mode="custom", subgraphs=True)
+    sync_events = [chunk for _, chunk in sync]
     assert by_pipeline(sync_events) == by_pipeline(async_events)
     assert sync_events[-1] == async_events[-1]
 
