@@ -69,7 +69,9 @@ def _run_until_first_step_is_saved(db: Path) -> list[dict[str, Any]]:
             stderr = process.communicate(timeout=30)[1] if process.poll() is not None else ""
             pytest.fail(f"no first step (exit {process.poll()}): {stderr[-500:]}")
         deadline = time.monotonic() + 60
-        while _checkpointed(db).get("threshold", {}).get("expansions", 0) < 1:
+        # the step is saved once its chosen children are in the tree (the `select` node's
+        # checkpoint), not merely once the expansion finished (the `expand` node's)
+        while not _step_saved(_checkpointed(db)):
             assert time.monotonic() < deadline, "step 1 never reached the checkpoint"
             time.sleep(0.05)
         os.kill(process.pid, signal.SIGKILL)
@@ -82,6 +84,12 @@ def _run_until_first_step_is_saved(db: Path) -> list[dict[str, Any]]:
     assert process.returncode == -signal.SIGKILL
     assert not any(e["event"] == "answer_found" for e in events), "killed after the end"
     return events
+
+
+def _step_saved(state: dict[str, Any]) -> bool:
+    """Whether a checkpointed state holds a finished first step (expanded and chosen)."""
+    expanded = state.get("threshold", {}).get("expansions", 0) >= 1
+    return expanded and len(state.get("nodes", {})) > 1
 
 
 def _checkpointed(db: Path) -> dict[str, Any]:
