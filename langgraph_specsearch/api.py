@@ -335,8 +335,10 @@ def create_search_graph(config: SearchConfig, /, *, components: Components) -> S
     )
 
 
-def result_from_state(values: dict[str, Any], config: SearchConfig) -> SearchResult:
-    """Turn a finished graph's full state into a `SearchResult`."""
+def result_from_state(
+    values: dict[str, Any], config: SearchConfig, *, thread_id: str | None = None
+) -> SearchResult:
+    """Turn a finished graph's full state into a `SearchResult` (run on thread `thread_id`)."""
     return SearchResult(
         question=values["question"],
         answer=values.get("answer"),
@@ -348,6 +350,7 @@ def result_from_state(values: dict[str, Any], config: SearchConfig) -> SearchRes
         ],
         method=config.method,
         search=config.search,
+        thread_id=thread_id,
     )
 
 
@@ -369,18 +372,22 @@ async def asolve(
     *,
     components: Components | None = None,
     checkpoint: str | None = None,
-    thread_id: str = "specsearch",
+    thread_id: str | None = None,
     on_update: Callable[[str, dict[str, Any]], None] | None = None,
     on_event: Callable[[dict[str, Any]], None] | None = None,
 ) -> SearchResult:
     """Run one search and return its result.
 
     Args:
-        question: The problem; None resumes the checkpointed thread `thread_id`.
+        question: The problem; None resumes the checkpointed thread `thread_id` (both
+            `checkpoint` and `thread_id` are then required).
         config: Search configuration (defaults: SpecSearch, beam search, embedded models).
         components: Pre-built backends and PRM (loaded from `config` if omitted).
         checkpoint: SQLite file for checkpoints; a failed run resumes from its last step.
-        thread_id: Checkpoint thread.
+        thread_id: Checkpoint thread. None with a question: a fresh unique id
+            (`specsearch-<hex>`), so several searches can share one checkpoint file; the id
+            used is `SearchResult.thread_id`. A thread that already holds a search is refused
+            for a new question.
         on_update: Called with (node name, update) for every node that finishes.
         on_event: Called with every live search event (`events.SearchEvent`) as it happens.
     """
@@ -388,6 +395,8 @@ async def asolve(
     config = config or SearchConfig()
     if question is not None and not question.strip():
         raise ValueError("question must not be empty")
+    if thread_id is None:  # a new question (resuming without one is refused above)
+        thread_id = new_thread_id()
     run_config: Any = {"configurable": {"thread_id": thread_id}, "recursion_limit": 1000}
     async with _checkpointer(checkpoint) as saver:
         existing = await saver.aget_tuple(run_config)
@@ -432,7 +441,14 @@ async def asolve(
         raise RuntimeError(f"search stopped before the end (next: {state.next})")
     if not state.values.get("question"):
         raise ValueError(f"thread {thread_id!r} holds no search to resume")
-    return result_from_state(state.values, config)
+    return result_from_state(state.values, config, thread_id=thread_id)
+
+
+def new_thread_id() -> str:
+    """A fresh checkpoint thread id, unique across processes: `specsearch-<32 hex digits>`."""
+    import uuid
+
+    return f"specsearch-{uuid.uuid4().hex}"
 
 
 def check_solve_arguments(
@@ -443,7 +459,7 @@ def check_solve_arguments(
     import os
 
     if question is None:
-        if checkpoint is None:
+        if checkpoint is None or thread_id is None:
             raise TypeError(
                 "question must be a str (None resumes a checkpointed search: pass checkpoint="
                 " and thread_id=)"
@@ -456,15 +472,15 @@ def check_solve_arguments(
         raise TypeError(f"components must be a Components or None, got {type(components).__name__}")
     if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
         raise TypeError(f"checkpoint must be a path or None, got {type(checkpoint).__name__}")
-    if not isinstance(thread_id, str) or not thread_id:
-        raise TypeError(f"thread_id must be a non-empty str, got {thread_id!r}")
+    if thread_id is not None and (not isinstance(thread_id, str) or not thread_id):
+        raise TypeError(f"thread_id must be a non-empty str or None, got {thread_id!r}")
     if checkpoint is not None:
         folder = os.path.dirname(os.path.abspath(os.fspath(checkpoint)))
         if not os.path.isdir(folder):
             raise ValueError(f"checkpoint {os.fspath(checkpoint)!r}: no directory {folder!r}")
 
 
-def solve(question: str, config: SearchConfig | None = None, **kwargs: Any) -> SearchResult:
+def solve(question: str | None, config: SearchConfig | None = None, **kwargs: Any) -> SearchResult:
     """Synchronous `asolve` (works inside a running event loop too; there, prefer `asolve`)."""
     from langgraph_specsearch.background_loop import run_sync
 
@@ -473,6 +489,6 @@ def solve(question: str, config: SearchConfig | None = None, **kwargs: Any) -> S
         config,
         kwargs.get("components"),
         kwargs.get("checkpoint"),
-        kwargs.get("thread_id", "specsearch"),
+        kwargs.get("thread_id"),
     )
     return run_sync(asolve(question, config, **kwargs))

@@ -133,7 +133,12 @@ class SearchStats(BaseModel):
 
 
 class SearchResult(BaseModel):
-    """What a search returns: the answer, the chosen path and everything explored."""
+    """What a search returns: the answer, the chosen path and everything explored.
+
+    `thread_id` is the checkpoint thread the search ran on (`asolve` fills it: the one passed,
+    or the fresh one made for a new question); with a checkpoint file it is what
+    `asolve(None, ..., thread_id=...)` resumes. None where the result was not made by `asolve`.
+    """
 
     question: str
     answer: str | None
@@ -143,3 +148,4 @@ class SearchResult(BaseModel):
     threshold_trace: list[ThresholdPoint]
     method: str = ""
     search: str = ""
+    thread_id: str | None = None

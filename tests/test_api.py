@@ -9,7 +9,7 @@ import pytest
 from scripted import ScriptedBackend, ScriptedPRM, by_text
 from typer.testing import CliRunner
 
-from langgraph_specsearch.api import Components, SearchConfig, asolve
+from langgraph_specsearch.api import Components, SearchConfig, asolve, solve
 from langgraph_specsearch.cli import app
 from langgraph_specsearch.speculation import SpeculationConfig
 from langgraph_specsearch.tool import create_specsearch_tool
@@ -76,6 +76,27 @@ def test_thread_ids_are_not_mixed_up(tmp_path) -> None:
         asyncio.run(asolve("q2?", CONFIG, components=components(), checkpoint=db, thread_id="a"))
     with pytest.raises(ValueError, match="no checkpointed search for thread 'b'"):
         asyncio.run(asolve(None, CONFIG, components=components(), checkpoint=db, thread_id="b"))
+
+
+def test_new_questions_share_a_checkpoint_file_without_thread_ids(tmp_path) -> None:
+    db = str(tmp_path / "ckpt.sqlite")
+    first = solve("q?", CONFIG, components=components(), checkpoint=db)
+    second = solve("q2?", CONFIG, components=components(), checkpoint=db)
+    assert first.thread_id and second.thread_id and first.thread_id != second.thread_id
+    assert second.question == "q2?" and second.answer == "7"
+    # the reported id is the thread the search was checkpointed under: it resumes that search
+    again = asyncio.run(
+        asolve(None, CONFIG, components=components(), checkpoint=db, thread_id=first.thread_id)
+    )
+    assert again.question == "q?" and again.thread_id == first.thread_id
+    named = asyncio.run(asolve("q3?", CONFIG, components=components(), thread_id="mine"))
+    assert named.thread_id == "mine"
+
+
+def test_resuming_needs_a_thread_id(tmp_path) -> None:
+    db = str(tmp_path / "ckpt.sqlite")
+    with pytest.raises(TypeError, match="thread_id="):
+        asyncio.run(asolve(None, CONFIG, components=components(), checkpoint=db))
 
 
 def test_tool_runs_a_search() -> None:
