@@ -376,8 +376,37 @@ _register_bench()
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: a usage error (an unknown option, a missing value, an extra
+    argument) is one `error:` line and exit 2, like every other bad input."""
+    try:
+        # not standalone: click's usage errors come here instead of as typer's boxed message;
+        # `--help`, `typer.Exit(code)` and Ctrl-C (130) come back as an exit code
+        code = app(standalone_mode=False)
+    except Exception as exc:
+        usage_error_exit(exc)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def usage_error_exit(exc: Exception) -> NoReturn:
+    """Exit for an exception out of the non-standalone app: a click error (typer vendors its
+    own click, so it is recognised by its `format_message` / `exit_code`) as one line, an
+    abort (EOF at a prompt) as click says it; anything else is raised again."""
+    if type(exc).__name__ == "Abort":
+        err.print("Aborted!")
+        sys.exit(1)
+    if not (hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int)):
+        raise exc
+    code = int(getattr(exc, "exit_code"))  # noqa: B009
+    message = " ".join(str(exc.format_message()).split())
+    if type(exc).__name__ == "NoArgsIsHelpError":  # no arguments: the help (rich printed it)
+        if message:
+            err.print(exc.format_message(), markup=False, highlight=False)
+        sys.exit(code)
+    ctx = getattr(exc, "ctx", None)
+    where = getattr(ctx, "command_path", None)
+    hint = f" (see '{where} --help')" if where else ""
+    err.print(f"[bold red]error:[/] {escape(message)}{hint}", soft_wrap=True)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
