@@ -10,6 +10,7 @@ from langgraph.graph.state import CompiledStateGraph
 
 from langgraph_specsearch.answers import extract_answer as default_extract_answer
 from langgraph_specsearch.events import answer_event, emit, step_chosen_event
+from langgraph_specsearch.graphs.arguments import check_template_arguments
 from langgraph_specsearch.graphs.finalize import (
     ExtractAnswer,
     IsTerminal,
@@ -92,8 +93,14 @@ def create_beam_search(
         it as a node in a parent graph. Name it when compiling, as any LangGraph graph:
         `compile(name="search")`.
     """
-    if beam_width < 1 or n < 1 or max_steps < 1:
-        raise ValueError("beam_width, n and max_steps must be >= 1")
+    check_template_arguments(
+        expander,
+        {"beam_width": beam_width, "n": n, "max_steps": max_steps},
+        aggregate=aggregate,
+        complete=complete,
+        is_terminal=is_terminal,
+        extract_answer=extract_answer,
+    )
     schema = check_state_schema(state_schema, BeamState)
     compiled = compile_expander(expander)
 

@@ -9,7 +9,7 @@ of every path.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
@@ -17,6 +17,7 @@ from langgraph.graph.state import CompiledStateGraph
 
 from langgraph_specsearch.answers import extract_answer
 from langgraph_specsearch.events import answer_event, emit, step_chosen_event
+from langgraph_specsearch.graphs.arguments import check_choice, check_template_arguments
 from langgraph_specsearch.graphs.finalize import (
     ExtractAnswer,
     IsTerminal,
@@ -161,10 +162,15 @@ def create_best_of_n(
         it as a node in a parent graph. Name it when compiling, as any LangGraph graph:
         `compile(name="search")`.
     """
-    if n < 1 or max_steps < 1:
-        raise ValueError("n and max_steps must be >= 1")
-    if vote not in ("weighted", "majority", "best"):
-        raise ValueError(f"unknown vote {vote!r} (expected 'weighted', 'majority' or 'best')")
+    check_template_arguments(
+        expander,
+        {"n": n, "max_steps": max_steps},
+        aggregate=aggregate,
+        complete=complete,
+        is_terminal=is_terminal,
+        extract_answer=extract_answer,
+    )
+    check_choice("vote", vote, get_args(Vote))
     schema = check_state_schema(state_schema, BestOfNState)
     compiled = compile_expander(expander)
 

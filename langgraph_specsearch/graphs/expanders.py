@@ -24,6 +24,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import RetryPolicy, Send
 
 from langgraph_specsearch.backends.base import Backend
+from langgraph_specsearch.graphs.arguments import check_backend, check_instance, check_prm
 from langgraph_specsearch.nodes.common import as_node
 from langgraph_specsearch.nodes.draft import LARGE_ONLY, make_draft_node
 from langgraph_specsearch.nodes.evaluate import make_evaluate_node, route_after_evaluate
@@ -243,6 +244,15 @@ def create_speculative_expander(
         An uncompiled StateGraph with `ExpanderInput` / `ExpanderOutput` schemas; compile it
         and pass it to a search template such as `create_beam_search`.
     """
+    check_backend("small", small)
+    check_backend("large", large)
+    check_prm("prm", prm)
+    check_instance("threshold", threshold, ThresholdConfig)
+    check_instance("speculation", speculation, SpeculationConfig)
+    check_instance("store", store, ThresholdStore)
+    check_instance("draft_params", draft_params, GenerationParams)
+    check_instance("large_params", large_params, GenerationParams)
+    check_instance("retry_policy", retry_policy, RetryPolicy)
     draft_params = draft_params or GenerationParams()
     return _build(
         small,
@@ -283,6 +293,10 @@ def create_ar_expander(
     Returns:
         An uncompiled StateGraph with the same schemas as the SpecSearch expander.
     """
+    check_backend("large", large)
+    check_prm("prm", prm)
+    check_instance("params", params, GenerationParams)
+    check_instance("retry_policy", retry_policy, RetryPolicy)
     params = params or GenerationParams()
     return _build(
         None,

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
@@ -41,6 +41,13 @@ from langgraph.types import RetryPolicy
 
 from langgraph_specsearch.answers import extract_answer as default_extract_answer
 from langgraph_specsearch.events import answer_event, emit, step_chosen_event
+from langgraph_specsearch.graphs.arguments import (
+    check_callable,
+    check_choice,
+    check_instance,
+    check_number,
+    check_template_arguments,
+)
 from langgraph_specsearch.graphs.finalize import (
     ExtractAnswer,
     IsTerminal,
@@ -267,16 +274,24 @@ def create_mcts(
         node in a parent graph. Name it when compiling, as any LangGraph graph:
         `compile(name="search")`.
     """
-    if iterations < 1 or max_depth < 1 or children_per_expansion < 1:
-        raise ValueError("iterations, max_depth and children_per_expansion must be >= 1")
-    if exploration < 0:
-        raise ValueError("exploration must be >= 0")
-    if rule not in ("uct", "puct"):
-        raise ValueError(f"unknown rule {rule!r} (expected 'uct' or 'puct')")
-    if final not in ("most_visited", "best_value"):
-        raise ValueError(f"unknown final rule {final!r} (expected 'most_visited' or 'best_value')")
-    if value not in ("prm", "rollout"):
-        raise ValueError(f"unknown value {value!r} (expected 'prm' or 'rollout')")
+    check_template_arguments(
+        expander,
+        {
+            "iterations": iterations,
+            "max_depth": max_depth,
+            "children_per_expansion": children_per_expansion,
+        },
+        aggregate=aggregate,
+        complete=complete,
+        is_terminal=is_terminal,
+        extract_answer=extract_answer,
+    )
+    check_number("exploration", exploration)
+    check_choice("rule", rule, get_args(Rule))
+    check_choice("final rule", final, get_args(FinalRule))
+    check_choice("value", value, get_args(ValueSource))
+    check_callable("rollout", rollout)
+    check_instance("retry_policy", retry_policy, RetryPolicy)
     if value == "rollout" and rollout is None:
         raise ValueError("value='rollout' needs a rollout callable (see make_rollout)")
     schema = check_state_schema(state_schema, MCTSState)
