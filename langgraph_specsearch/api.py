@@ -180,23 +180,43 @@ class Components(BaseModel):
     prm: Any
 
 
+def needs_small_backend(config: SearchConfig) -> bool:
+    """Whether the small model runs as a backend of its own: it drafts (SpecSearch) or it is
+    the LLM judge (`combined` / `judge` PRM without `prm_url`). SpS's drafter is not one: it
+    is the large backend's assistant (`needs_speculation`)."""
+    judge_on_small = config.prm in ("combined", "judge") and not config.prm_url
+    return config.method == "specsearch" or judge_on_small
+
+
+def needs_speculation(config: SearchConfig) -> bool:
+    """Whether the large model decodes with token-level speculative decoding (SpS,
+    `large_sd`)."""
+    return config.method == "sps" or (config.method == "specsearch" and config.large_sd)
+
+
 def load_components(config: SearchConfig) -> Components:
-    """Build the small and large backends and the PRM a config asks for."""
-    needs_small = config.method == "specsearch" or config.prm in ("combined", "judge")
-    needs_sd = config.method == "sps" or (config.method == "specsearch" and config.large_sd)
+    """Build the small and large backends and the PRM a config asks for; a backend nothing
+    uses (`needs_small_backend`) is neither built nor, for an endpoint, asked for its API."""
+    needs_small = needs_small_backend(config)
+    needs_sd = needs_speculation(config)
     small: Backend | None = None
     if config.small_url or config.large_url:
         from langgraph_specsearch.backends.endpoint import endpoint_backend
 
         if needs_small and not config.small_url:
-            raise ValueError("--small-url is needed with --large-url for this method/PRM")
+            why = (
+                "the small model drafts (--method specsearch)"
+                if config.method == "specsearch"
+                else f"the small model is the judge of --prm {config.prm} (or give --prm-url)"
+            )
+            raise ValueError(f"--small-url is needed with --large-url: {why}")
         if not config.large_url:
             raise ValueError("--large-url is needed with --small-url")
         fmt, protocol = config.prompt_format, config.protocol
         plumbing = _endpoint_options(config)
         small = (
             endpoint_backend(config.small_url, protocol=protocol, prompt_format=fmt, **plumbing)
-            if config.small_url
+            if config.small_url and needs_small
             else None
         )
         large: Backend = endpoint_backend(
@@ -209,6 +229,13 @@ def load_components(config: SearchConfig) -> Components:
     if needs_sd:  # one-line error naming the endpoint, not silent plain decoding
         require_speculation(large, sampling=config.generation.temperature > 0)
     return Components(small=small, large=large, prm=build_prm(config, small))
+
+
+def _endpoint_key(config: SearchConfig) -> str:
+    """The bearer token for the endpoints (`""`: none; see `endpoint.resolve_api_key`)."""
+    from langgraph_specsearch.backends.endpoint import resolve_api_key
+
+    return resolve_api_key(config.api_key)
 
 
 def _endpoint_options(config: SearchConfig) -> dict[str, Any]:
@@ -233,6 +260,7 @@ def build_prm(config: SearchConfig, judge_backend: Backend | None) -> PRM:
             dtype=config.prm_dtype,
             batch_size=config.prm_batch_size,
             tgi_method=config.prm_tgi_method,
+            api_key=_endpoint_key(config) if config.prm_url else None,
         )
     if config.prm == "arithmetic":
         return ArithmeticPRM()

@@ -93,7 +93,13 @@ def choose_engine(
 def load_local_backends(
     config: Any, *, needs_small: bool, needs_sd: bool
 ) -> tuple[Any | None, Any]:
-    """(small or None, large) backends for a `SearchConfig` without endpoints."""
+    """(small or None, large) backends for a `SearchConfig` without endpoints.
+
+    The small model is loaded as a backend only when `needs_small` (it drafts or judges).
+    With `needs_sd` it is the large model's assistant (transformers assisted generation),
+    loaded by `TransformersBackend.load(assistant=...)` as a copy of its own; SpS therefore
+    loads no small backend unless the small model is also the judge.
+    """
     from langgraph_specsearch.models import check_model_name
 
     models = ([config.small] if needs_small or needs_sd else []) + [config.large]
@@ -109,21 +115,17 @@ def load_local_backends(
         from langgraph_specsearch.backends.llamacpp import LlamaCppBackend
 
         small: Any = (
-            LlamaCppBackend.load(config.small, device=config.device)
-            if needs_small or needs_sd
-            else None
+            LlamaCppBackend.load(config.small, device=config.device) if needs_small else None
         )
         return small, LlamaCppBackend.load(config.large, device=config.device)
 
     from langgraph_specsearch.backends.transformers import TransformersBackend
 
-    for name in (config.small, config.large):
+    for name in models:
         check_model_name(name)
     placement = {"device": config.device, "device_map": config.device_map, "dtype": config.dtype}
     try:
-        small = (
-            TransformersBackend.load(config.small, **placement) if needs_small or needs_sd else None
-        )
+        small = TransformersBackend.load(config.small, **placement) if needs_small else None
         large = TransformersBackend.load(
             config.large, assistant=config.small if needs_sd else None, **placement
         )

@@ -44,7 +44,7 @@ def detect_protocol(
     root = base_url(url)
     if url.strip().rstrip("/").endswith("/v1"):
         return "openai"
-    key = api_key or os.environ.get(API_KEY_ENV) or None
+    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)  # "": none
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     last: Exception | None = None
     for attempt in range(attempts):
@@ -82,11 +82,13 @@ HF_TOKEN_ENV = "HF_TOKEN"
 """The variable huggingface_hub reads its token from (used when `SPECSEARCH_API_KEY` is unset)."""
 
 
-def resolve_api_key(api_key: str | None) -> str | None:
-    """`api_key`, else `$SPECSEARCH_API_KEY`, else `$HF_TOKEN` (as huggingface_hub), else None."""
-    if api_key:
+def resolve_api_key(api_key: str | None) -> str:
+    """The bearer token to send: `api_key` when given (`""`: none, so no token from the
+    environment reaches a third-party server), else `$SPECSEARCH_API_KEY`, else `$HF_TOKEN`
+    (as huggingface_hub), else `""` (none)."""
+    if api_key is not None:
         return api_key
-    return os.environ.get(API_KEY_ENV) or os.environ.get(HF_TOKEN_ENV) or None
+    return os.environ.get(API_KEY_ENV) or os.environ.get(HF_TOKEN_ENV) or ""
 
 
 def endpoint_backend(
@@ -104,7 +106,8 @@ def endpoint_backend(
         url: server root (`http://host:port`); for OpenAI-compatible servers `.../v1` works too.
         protocol: `tgi`, `openai`, or `auto` (ask the server, see `detect_protocol`).
         prompt_format: `fewshot`, `chatml` or a `PromptFormat`.
-        api_key: bearer token; default `$SPECSEARCH_API_KEY`, else `$HF_TOKEN`, when set.
+        api_key: bearer token; None: `$SPECSEARCH_API_KEY`, else `$HF_TOKEN`, when set;
+            `""`: send none (not even the environment's).
         timeout: seconds per call.
         retries: retries of a call that failed for a reason worth retrying
             (`retries.is_transient`) made outside a search graph; inside one, the nodes'

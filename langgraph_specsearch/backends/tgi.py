@@ -133,6 +133,8 @@ class TGIBackend:
     - `speculates(sampling=...)`: whether the endpoint decodes with token-level speculation
       (`/info`, see `info_speculates`); each `Generation.accepted_draft_tokens` is the count
       the server reports in `details.accepted_draft_tokens` (`specsearch serve`), else None.
+    - Auth: `api_key` as `Authorization: Bearer ...`; None: huggingface_hub's own token
+      (`$HF_TOKEN`, `hf auth login`) on generate calls; `""`: no token at all.
     """
 
     def __init__(
@@ -171,7 +173,14 @@ class TGIBackend:
     def _new_state(self) -> _LoopState:
         allow_endpoint(self.url)  # HF_HUB_OFFLINE=1 blocks the Hub, not this server
         return _LoopState(
-            AsyncInferenceClient(base_url=self.url, api_key=self.api_key, timeout=self.timeout),
+            AsyncInferenceClient(
+                base_url=self.url,
+                api_key=self.api_key or None,
+                timeout=self.timeout,
+                # huggingface_hub sends its own token ($HF_TOKEN) for a missing or empty key;
+                # an empty header overrides it: "" means no token reaches this server
+                headers={"authorization": ""} if self.api_key == "" else None,
+            ),
             httpx.AsyncClient(timeout=self.timeout, headers=self._headers()),
             self.max_concurrency,
         )

@@ -21,7 +21,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from langgraph_specsearch.api import Components, SearchConfig, asolve, load_components
+from langgraph_specsearch.api import (
+    Components,
+    SearchConfig,
+    asolve,
+    load_components,
+    needs_small_backend,
+    needs_speculation,
+)
 from langgraph_specsearch.evaluation.datasets import Problem
 from langgraph_specsearch.options import updated
 from langgraph_specsearch.types import SearchResult
@@ -53,8 +60,7 @@ def rotation(methods: list[str], turn: int) -> list[str]:
 
 def components_key(config: SearchConfig) -> str:
     """What decides a method's backends: methods with equal keys share one set."""
-    needs_small = config.method == "specsearch" or config.prm in ("combined", "judge")
-    needs_sd = config.method == "sps" or (config.method == "specsearch" and config.large_sd)
+    needs_small, needs_sd = needs_small_backend(config), needs_speculation(config)
     fields = (
         "small", "large", "small_url", "large_url", "prm_url", "protocol", "prompt_format",
         "prm", "prm_model", "prm_engine", "prm_device", "prm_dtype", "prm_batch_size",

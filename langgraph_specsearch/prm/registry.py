@@ -62,6 +62,7 @@ def build_model_prm(
     dtype: str = "auto",
     batch_size: int = 8,
     tgi_method: Literal["prefill", "top_n"] = "prefill",
+    api_key: str | None = None,
 ) -> Any:
     """A model-based PRM, local or served.
 
@@ -73,6 +74,7 @@ def build_model_prm(
             logprobs) or "local".
         device, device_map, dtype, batch_size: local loading (see `load_transformers_prm`).
         tgi_method: "prefill" or "top_n" (see `TGIPRM`).
+        api_key: bearer token of a served PRM (`""`: none; None: the engine's default).
 
     Raises:
         ValueError: unknown name, or a style the engine cannot serve; `PRMLoadError` (a
@@ -97,11 +99,11 @@ def build_model_prm(
     if engine == "tgi":
         from langgraph_specsearch.prm.tgi import TGIPRM
 
-        return TGIPRM(url, style, method=tgi_method)
+        return TGIPRM(url, style, method=tgi_method, api_key=api_key)
     from langgraph_specsearch.prm.http import OpenAILogprobsPRM, VLLMPoolingPRM
 
     if engine == "vllm":
-        return VLLMPoolingPRM(url, style, model=model)
+        return VLLMPoolingPRM(url, style, model=model, api_key=api_key)
     if engine == "openai":
-        return OpenAILogprobsPRM(url, style, model=model)
+        return OpenAILogprobsPRM(url, style, model=model, api_key=api_key)
     raise ValueError(f"unknown PRM engine {engine!r} (local, tgi, vllm, openai)")
