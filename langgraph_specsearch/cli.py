@@ -182,6 +182,14 @@ def solve(
         except OSError as exc:
             fail(f"cache {cache_dir()}: {exc.strerror or exc} (pass --checkpoint FILE)")
         checkpoint = str(cache_dir() / "checkpoints.sqlite")
+    if resume and question.strip():  # "same command + --resume": the question must be its own
+        held = _checkpointed_question(checkpoint, str(thread_id))
+        if held is not None and held.strip() != question.strip():
+            shown = held if len(held) <= 60 else held[:57] + "..."
+            fail(
+                f"--resume continues thread {thread_id!r}, whose question is {shown!r}, not this"
+                " one: give its question or none (or drop --resume for a new search)"
+            )
     thread_id = thread_id or f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     resume_hint = f" (resume: same command with --resume --thread-id {thread_id})"
     try:
@@ -222,6 +230,19 @@ def solve(
     _print_result(result, as_json=as_json, stream=stream, show_tree=show_tree)
     if unwritten:
         fail("; ".join(unwritten), 1)
+
+
+def _checkpointed_question(checkpoint: str, thread_id: str) -> str | None:
+    """The question of the search checkpointed as `thread_id` in `checkpoint`, None when there
+    is none (a missing file or thread is left to `asolve`'s own error)."""
+    if not os.path.isfile(checkpoint):
+        return None
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    with SqliteSaver.from_conn_string(checkpoint) as saver:
+        saved = saver.get_tuple({"configurable": {"thread_id": thread_id}})
+    question = saved.checkpoint["channel_values"].get("question") if saved else None
+    return question if isinstance(question, str) else None
 
 
 def _unwritable(path: str) -> str | None:
@@ -279,12 +300,15 @@ def calibrate(
     import json as _json
     from importlib.resources import files
 
+    rows = files("langgraph_specsearch").joinpath("data/gsm8k_test_head50.jsonl").read_text()
+    shipped = [_json.loads(line)["question"] for line in rows.splitlines() if line.strip()]
+    if problems > len(shipped):
+        fail(f"--problems must be <= {len(shipped)} (the shipped GSM8K problems)")
     try:
         config = SearchConfig.model_validate(with_cli_store(options), context={GIVEN: set(options)})
     except ValidationError as exc:
         fail(config_error(exc))
-    rows = files("langgraph_specsearch").joinpath("data/gsm8k_test_head50.jsonl").read_text()
-    questions = [_json.loads(line)["question"] for line in rows.splitlines()][-problems:]
+    questions = shipped[-problems:]
 
     async def run_all() -> None:
         from langgraph_specsearch.api import load_components

@@ -81,3 +81,51 @@ def test_ctrl_c_still_exits_130(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     with pytest.raises(SystemExit) as stop:
         cli.main()
     assert stop.value.code == 130
+
+
+def test_calibrate_refuses_more_problems_than_shipped(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["specsearch", "calibrate", "--problems", "100"])
+    with pytest.raises(SystemExit) as stop:
+        cli.main()
+    errors = capsys.readouterr().err
+    assert stop.value.code == 2 and errors.strip() == (
+        "error: --problems must be <= 50 (the shipped GSM8K problems)"
+    )
+
+
+def test_resume_refuses_another_question(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import asyncio
+
+    from test_api import CONFIG, components
+
+    from langgraph_specsearch.api import asolve
+
+    db = str(tmp_path / "c.sqlite")
+    asyncio.run(
+        asolve("How many apples?", CONFIG, components=components(), checkpoint=db, thread_id="t")
+    )
+    resumed: list[str | None] = []
+
+    async def fake_asolve(question: str | None, *_: object, **__: object) -> object:
+        resumed.append(question)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(cli, "asolve", fake_asolve)
+    base = ["specsearch", "solve", "--resume", "--thread-id", "t", "--checkpoint", db, "--quiet"]
+    monkeypatch.setattr(sys, "argv", [*base, "How many pears?"])
+    with pytest.raises(SystemExit) as stop:
+        cli.main()
+    errors = capsys.readouterr().err
+    assert stop.value.code == 2 and len(errors.strip().splitlines()) == 1, errors
+    assert "'How many apples?'" in errors and "--resume" in errors
+    assert resumed == []  # refused before anything ran
+    for question in ("How many apples?", ""):  # the same command + --resume, or no question
+        monkeypatch.setattr(sys, "argv", [*base, question])
+        with pytest.raises(SystemExit):
+            cli.main()
+        assert "stop here" in capsys.readouterr().err
+    assert resumed == [None, None]  # resumed from the checkpoint's own question
