@@ -14,6 +14,9 @@ from typing import Any, Literal
 
 Engine = Literal["auto", "transformers", "llamacpp"]
 
+DEFAULT_DTYPE = "float32"
+"""transformers' dtype when none is given; giving it explicitly changes nothing."""
+
 SPECULATION_NOTE = (
     "token-level speculation (--method sps, --large-sd) needs --engine transformers:"
     " llama-cpp-python offers no draft-model speculation"
@@ -56,18 +59,23 @@ def choose_engine(
         engine: what was asked for.
         models: the local models to run.
         needs_sd: whether the search uses token-level speculative decoding.
-        dtype: the requested dtype (a transformers option).
+        dtype: the requested dtype (a transformers option). `float32`, the default, is as
+            good as None: it picks no engine; `bfloat16` / `float16` pick transformers under
+            `auto` and are refused by `llamacpp` (GGUFs keep their own types).
         device: the requested device; `auto` keeps a GPU's work off a CPU-only llama.cpp.
     """
     from langgraph_specsearch.backends.llamacpp_context import MISSING_EXTRA, llama_cpp_available
 
+    dtype = None if dtype == DEFAULT_DTYPE else dtype  # the default asks for nothing
     if engine == "transformers":
         return "transformers", "asked for"
     if engine == "llamacpp":
         if needs_sd:
             raise ValueError(SPECULATION_NOTE)
         if dtype is not None:
-            raise ValueError("--dtype applies to --engine transformers (GGUFs keep their types)")
+            raise ValueError(
+                f"--dtype {dtype} applies to --engine transformers (GGUFs keep their types)"
+            )
         if not llama_cpp_available():
             raise ValueError(MISSING_EXTRA)
         for name in models:
@@ -79,7 +87,7 @@ def choose_engine(
     if needs_sd:
         return "transformers", "token-level speculation needs it"
     if dtype is not None:
-        return "transformers", "--dtype given"
+        return "transformers", f"--dtype {dtype} is a transformers option"
     if not all(runs_as_gguf(name) for name in models):
         return "transformers", "a model is not a GGUF"
     if not llama_cpp_available():

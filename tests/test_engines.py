@@ -32,13 +32,27 @@ def test_auto_falls_back_to_transformers_and_says_why(installed: None, tmp_path)
     assert engines.choose_engine("auto", EMBEDDED, needs_sd=True)[0] == "transformers"
     assert engines.choose_engine("auto", EMBEDDED, needs_sd=False, dtype="bfloat16") == (
         "transformers",
-        "--dtype given",
+        "--dtype bfloat16 is a transformers option",
     )
     hub = engines.choose_engine("auto", ["HuggingFaceTB/SmolLM2-360M"], needs_sd=False)
     assert hub == ("transformers", "a model is not a GGUF")
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF")
     assert engines.choose_engine("auto", [str(gguf)], needs_sd=False)[0] == "llamacpp"
+
+
+def test_the_default_dtype_given_explicitly_changes_no_engine(installed: None) -> None:
+    default = engines.choose_engine("auto", EMBEDDED, needs_sd=False)
+    assert engines.choose_engine("auto", EMBEDDED, needs_sd=False, dtype="float32") == default
+    assert default[0] == "llamacpp"
+    assert engines.choose_engine("llamacpp", EMBEDDED, needs_sd=False, dtype="float32")[0] == (
+        "llamacpp"
+    )
+    for dtype in ("float16", "bfloat16"):  # a real transformers choice still picks it
+        engine, why = engines.choose_engine("auto", EMBEDDED, needs_sd=False, dtype=dtype)
+        assert engine == "transformers" and f"--dtype {dtype}" in why
+        with pytest.raises(ValueError, match=f"--dtype {dtype} applies to --engine transformers"):
+            engines.choose_engine("llamacpp", EMBEDDED, needs_sd=False, dtype=dtype)
 
 
 def test_auto_keeps_gpu_work_off_a_cpu_only_llamacpp(
