@@ -28,8 +28,11 @@ import statistics
 import sys
 from typing import Any
 
+from pydantic import ValidationError
+
 from langgraph_specsearch.answers import is_correct
 from langgraph_specsearch.api import SearchConfig
+from langgraph_specsearch.cli_options import config_error
 from langgraph_specsearch.evaluation.datasets import load_problems
 from langgraph_specsearch.evaluation.runner import Run, Runner, one_engine
 from langgraph_specsearch.options import updated
@@ -94,7 +97,10 @@ def main() -> None:
     )
     if args.engine:
         base["engine"] = args.engine
-    configs, note = one_engine({m: SearchConfig(method=m, **base) for m in methods})
+    try:
+        configs, note = one_engine({m: SearchConfig(method=m, **base) for m in methods})
+    except ValidationError as exc:
+        sys.exit(f"error: {config_error(exc)}")
     if note:
         log(note)
     runner = Runner(methods, lambda method, repeat: updated(configs[method], seed=repeat), log=log)

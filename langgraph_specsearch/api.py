@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
@@ -39,66 +39,94 @@ PRMKind = Literal["combined", "judge", "arithmetic"]
 
 
 SPECSEARCH = {"method": ("specsearch",)}
+CARRIED = {"method": ("specsearch",), "threshold.mode": ("adaptive",)}
+ENDPOINT = {"uses_endpoints": (True,)}
+LOCAL_MODELS = {"local_models": (True,)}
+MODEL_PRM = {"model_prm": (True,)}
 MODELS, PRMS, SEARCH, ENDPOINTS, LOCAL = "Models", "PRM", "Search", "Endpoints", "Local engine"
+THRESHOLD, SCHEDULING = "Threshold (SpecSearch)", "Scheduling (SpecSearch)"
 
 
 class SearchConfig(OptionsModel):
     """Every option of a search, defined once: the API, the CLI's flags (`--beam-width`) and
     the checkpoint records all come from these fields and their nested configs.
 
-    Options may be given flat (`SearchConfig(theta=0.8, max_new_tokens=32)`) or nested
+    Options may be given flat (`SearchConfig.model_validate({"theta": 0.8})`) or nested
     (`SearchConfig(threshold=ThresholdConfig(theta=0.8))`); they are read nested
     (`config.threshold.theta`). An option given where the rest of the config ignores it
-    (`iterations` with beam search, `theta` with `method="ar"`) is refused.
+    (`iterations` with beam search, `theta` with `method="ar"`, `timeout` without an
+    endpoint) is refused.
     """
 
+    conditions: ClassVar[dict[str, str]] = {
+        "uses_endpoints": "an endpoint ({small_url}, {large_url} or {prm_url})",
+        "local_models": "local models (no {small_url} or {large_url})",
+        "model_prm": "a model PRM ({prm} math-shepherd, qwen-prm, ... or a PRM model id)",
+        "prm_calls_a_model": "a PRM that calls a model (not {prm} arithmetic)",
+    }
+
     method: Annotated[Method, Option(panel=SEARCH)] = "specsearch"
-    """`specsearch`; `ar`: the large model alone; `sps`: the large model with token-level
+    """specsearch; ar: the large model alone; sps: the large model with token-level
     speculative decoding."""
     search: Annotated[SearchKind, Option(panel=SEARCH)] = "beam"
     """The search template."""
     small: Annotated[str, Option(panel=MODELS)] = "smollm2-135m"
-    """Small (draft) model: embedded name, directory or hub id."""
+    """Small model (drafts; also the judge of the combined and judge PRMs): embedded name,
+    directory or hub id."""
     large: Annotated[str, Option(panel=MODELS)] = "gemma3-270m"
     """Large model: embedded name, directory or hub id."""
     small_url: Annotated[str | None, Option(panel=ENDPOINTS)] = None
-    """TGI or OpenAI-compatible endpoint of the small model."""
+    """TGI or OpenAI-compatible endpoint of the small model (used when it drafts, or judges
+    for the combined / judge PRM without a PRM endpoint)."""
     large_url: Annotated[str | None, Option(panel=ENDPOINTS)] = None
     """TGI or OpenAI-compatible endpoint of the large model."""
-    prm_url: Annotated[str | None, Option(panel=ENDPOINTS)] = None
+    prm_url: Annotated[str | None, Option(panel=ENDPOINTS, when={"prm_calls_a_model": (True,)})] = (
+        None
+    )
     """TGI or OpenAI-compatible endpoint of the PRM (a judge model or a served PRM)."""
-    protocol: Annotated[Literal["auto", "tgi", "openai"], Option(panel=ENDPOINTS)] = "auto"
-    """API of the endpoints (`auto`: ask the server)."""
-    prompt_format: Annotated[Literal["fewshot", "chatml"], Option(panel=ENDPOINTS)] = "fewshot"
-    """Prompt format for endpoints."""
-    api_key: Annotated[str | None, Field(repr=False, exclude=True), Option(panel=ENDPOINTS)] = None
-    """Bearer token of the endpoints; None: `$SPECSEARCH_API_KEY`, else `$HF_TOKEN` (never
-    serialised: not in `model_dump`, records or checkpoints)."""
-    timeout: Annotated[float, Field(gt=0), Option(panel=ENDPOINTS)] = 20.0
+    protocol: Annotated[
+        Literal["auto", "tgi", "openai"], Option(panel=ENDPOINTS, when=ENDPOINT)
+    ] = "auto"
+    """API of the endpoints (auto: ask the server)."""
+    prompt_format: Annotated[
+        Literal["fewshot", "chatml"], Option(panel=ENDPOINTS, when=ENDPOINT)
+    ] = "fewshot"
+    """Prompt format sent to endpoints: few-shot text, or ChatML for chat-tuned servers."""
+    api_key: Annotated[
+        str | None, Field(repr=False, exclude=True), Option(panel=ENDPOINTS, when=ENDPOINT)
+    ] = None
+    """Bearer token of the endpoints, PRM endpoint included (default: $SPECSEARCH_API_KEY,
+    else $HF_TOKEN; an empty key sends none, so no token from the environment reaches a
+    third-party server); never written to dumps, records or checkpoints."""
+    timeout: Annotated[float, Field(gt=0), Option(panel=ENDPOINTS, when=ENDPOINT)] = 20.0
     """Seconds one endpoint call may take."""
-    retries: Annotated[int, Field(ge=0), Option(panel=ENDPOINTS)] = 1
-    """Retries of a model call that failed for a transient reason (timeout, 5xx, 429)."""
+    retries: Annotated[int, Field(ge=0), Option(panel=ENDPOINTS, when=ENDPOINT)] = 1
+    """Retries of an endpoint call that failed for a transient reason (timeout, connection,
+    5xx, 429)."""
     prm: Annotated[str, Option(panel=PRMS)] = "combined"
     """combined | judge | arithmetic | math-shepherd | math-psa | qwen-prm | rlhflow | skywork
     | a known PRM model id."""
-    prm_model: Annotated[str | None, Option(panel=PRMS)] = None
-    """PRM checkpoint: hub id, local directory or served name."""
-    prm_engine: Annotated[Literal["local", "tgi", "vllm", "openai"] | None, Option(panel=PRMS)] = (
-        None
+    prm_model: Annotated[str | None, Option(panel=PRMS, when=MODEL_PRM)] = None
+    """PRM checkpoint: hub id, local directory or served name (default: the style's own)."""
+    prm_engine: Annotated[
+        Literal["local", "tgi", "vllm", "openai"] | None, Option(panel=PRMS, when=MODEL_PRM)
+    ] = None
+    """Where a model PRM runs (default: tgi with a PRM endpoint, else local)."""
+    prm_device: Annotated[str | None, Option(panel=PRMS, when=MODEL_PRM)] = None
+    """Device of a local model PRM: cpu, cuda, cuda:N, mps (default: as the models)."""
+    prm_dtype: Annotated[
+        Literal["auto", "bfloat16", "float16", "float32"], Option(panel=PRMS, when=MODEL_PRM)
+    ] = "auto"
+    """dtype of a local model PRM."""
+    prm_batch_size: Annotated[int, Field(ge=1), Option(panel=PRMS, when=MODEL_PRM)] = 8
+    """Paths per forward pass of a local model PRM."""
+    prm_tgi_method: Annotated[Literal["prefill", "top_n"], Option(panel=PRMS, when=MODEL_PRM)] = (
+        "prefill"
     )
-    """Where a model PRM runs; None: `tgi` with `prm_url`, else `local`."""
-    prm_device: Annotated[str | None, Option(panel=PRMS)] = None
-    """Device of a local PRM: cpu, cuda, mps ..."""
-    prm_dtype: Annotated[Literal["auto", "bfloat16", "float16", "float32"], Option(panel=PRMS)] = (
-        "auto"
-    )
-    """dtype of a local PRM."""
-    prm_batch_size: Annotated[int, Field(ge=1), Option(panel=PRMS)] = 8
-    """Paths per PRM forward pass."""
-    prm_tgi_method: Annotated[Literal["prefill", "top_n"], Option(panel=PRMS)] = "prefill"
-    """How a PRM served by TGI is read."""
+    """How a model PRM served by TGI is read."""
     n_drafts: Annotated[int, Field(ge=1), Option(panel=SEARCH)] = 4
-    """Thoughts per expanded node (N)."""
+    """N: thoughts per expanded node (beam search, MCTS children), or whole paths
+    (best-of-n)."""
     beam_width: Annotated[int, Field(ge=1), Option(panel=SEARCH, when={"search": ("beam",)})] = 2
     """Paths kept per beam-search step."""
     max_steps: Annotated[int, Field(ge=1), Option(panel=SEARCH)] = 6
@@ -109,36 +137,63 @@ class SearchConfig(OptionsModel):
     """How per-step PRM scores make a path score."""
     complete: Annotated[bool, Option(panel=SEARCH)] = True
     """When the chosen path states no answer after the search, add one final-answer step."""
-    threshold: Annotated[
-        ThresholdConfig, Option(panel="Threshold (SpecSearch)", when=SPECSEARCH)
-    ] = Field(default_factory=ThresholdConfig)
+    threshold: Annotated[ThresholdConfig, Option(panel=THRESHOLD, when=SPECSEARCH)] = Field(
+        default_factory=ThresholdConfig
+    )
     """The acceptance rule."""
-    speculation: Annotated[
-        SpeculationConfig, Option(panel="Scheduling (SpecSearch)", when=SPECSEARCH)
-    ] = Field(default_factory=SpeculationConfig)
+    speculation: Annotated[SpeculationConfig, Option(panel=SCHEDULING, when=SPECSEARCH)] = Field(
+        default_factory=SpeculationConfig
+    )
     """Scheduling policies of the SpecSearch expander (`SpeculationConfig.paper()`: the
     paper's)."""
-    large_sd: Annotated[bool, Option(panel="Scheduling (SpecSearch)", when=SPECSEARCH)] = False
+    large_sd: Annotated[bool, Option(panel=SCHEDULING, when=SPECSEARCH)] = False
     """Token-level speculative decoding when the large model regenerates."""
-    carry_threshold: Annotated[bool, Option(panel="Threshold (SpecSearch)", when=SPECSEARCH)] = True
+    carry_threshold: Annotated[bool, Option(panel=THRESHOLD, when=CARRIED)] = True
     """Carry beta and the controller's measurements over between searches."""
     threshold_store: Annotated[
-        str | None, Option(panel="Threshold (SpecSearch)", when=SPECSEARCH)
+        str | None, Option(panel=THRESHOLD, when={**CARRIED, "carry_threshold": (True,)})
     ] = None
-    """JSON file carrying beta between processes; None: in memory (the CLI: thresholds.json
-    in the cache folder)."""
+    """JSON file carrying beta between processes (default: in memory for the API;
+    thresholds.json in the cache for the CLI)."""
     generation: Annotated[GenerationParams, Option(panel="Generation")] = Field(
         default_factory=GenerationParams
     )
     """Sampling parameters of every step."""
-    engine: Annotated[Literal["auto", "transformers", "llamacpp"], Option(panel=LOCAL)] = "auto"
-    """Local engine (`auto`: llama.cpp when installed and the models are GGUFs)."""
-    device: Annotated[str | None, Option(panel=LOCAL)] = None
-    """cpu | cuda | cuda:N | mps; None: a GPU when there is one, else the CPU."""
-    device_map: Annotated[str | None, Option(panel=LOCAL)] = None
-    """transformers `device_map` (e.g. `auto` to shard over GPUs); overrides `device`."""
-    dtype: Annotated[str | None, Option(panel=LOCAL)] = None
-    """transformers dtype (float32 | bfloat16 | float16); None: float32."""
+    engine: Annotated[
+        Literal["auto", "transformers", "llamacpp"], Option(panel=LOCAL, when=LOCAL_MODELS)
+    ] = "auto"
+    """Local engine (auto: llama.cpp when installed and the models are GGUFs)."""
+    device: Annotated[str | None, Option(panel=LOCAL, when=LOCAL_MODELS)] = None
+    """cpu | cuda | cuda:N | mps (default: a GPU when there is one, else the CPU)."""
+    device_map: Annotated[str | None, Option(panel=LOCAL, when=LOCAL_MODELS)] = None
+    """transformers device_map, e.g. auto to shard over GPUs (instead of a device)."""
+    dtype: Annotated[
+        Literal["float32", "bfloat16", "float16"] | None, Option(panel=LOCAL, when=LOCAL_MODELS)
+    ] = None
+    """transformers dtype (default: float32). With engine auto, bfloat16 / float16 pick
+    transformers; engine llamacpp refuses them."""
+
+    @property
+    def uses_endpoints(self) -> bool:
+        """Whether any model or the PRM is an endpoint."""
+        return bool(self.small_url or self.large_url or self.prm_url)
+
+    @property
+    def local_models(self) -> bool:
+        """Whether the small and large models run in this process."""
+        return not (self.small_url or self.large_url)
+
+    @property
+    def model_prm(self) -> bool:
+        """Whether the PRM is a trained PRM model (not a built-in one)."""
+        from langgraph_specsearch.prm.registry import is_model_prm
+
+        return bool(is_model_prm(self.prm))
+
+    @property
+    def prm_calls_a_model(self) -> bool:
+        """Whether the PRM calls a model (every PRM but the arithmetic check)."""
+        return self.prm != "arithmetic"
 
     @model_validator(mode="before")
     @classmethod

@@ -61,6 +61,11 @@ def search_option_leaves(
     ]
 
 
+def _none(value: Any, optional: bool) -> Any:
+    """`--seed none` unsets an optional option (None in Python)."""
+    return None if optional and isinstance(value, str) and value.lower() == "none" else value
+
+
 def _parameter(leaf: Leaf) -> inspect.Parameter:
     """A keyword-only typer option for one config option.
 
@@ -98,6 +103,7 @@ def with_search_options(
     """
     leaves = search_option_leaves(exclude, include)
     names = {leaf.flat for leaf in leaves}
+    optional = {leaf.flat: type(None) in typing.get_args(leaf.info.annotation) for leaf in leaves}
 
     def decorate(func: F) -> F:
         own = inspect.signature(func, eval_str=True)
@@ -113,7 +119,7 @@ def with_search_options(
         @functools.wraps(func)
         def command(*, cli_context: typer.Context, **kwargs: Any) -> Any:
             given = {
-                name: kwargs[name]
+                name: _none(kwargs[name], optional[name])
                 for name in names
                 if getattr(cli_context.get_parameter_source(name), "name", None) not in _DEFAULTS
             }
@@ -131,7 +137,7 @@ def config_error(exc: ValidationError) -> str:
     """The first problem of a config as one line, named like the CLI flag."""
     first = exc.errors()[0]
     if first["type"] == "ignored_option":
-        return str(first["msg"])
+        return str((first.get("ctx") or {}).get("cli", first["msg"]))
     index = flat_index(SearchConfig)
     path = tuple(x for x in first["loc"] if isinstance(x, str))
     name = next((leaf.flat for leaf in index.values() if leaf.path == path), None)

@@ -23,7 +23,7 @@ import types
 import typing
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, model_validator
 from pydantic.fields import FieldInfo
@@ -48,9 +48,18 @@ class Option:
 
 class OptionsModel(BaseModel):
     """Base of the option models: field docstrings are their help, unknown keys are errors,
-    and options given where they are ignored are refused."""
+    values are checked on assignment too, no NaN or infinity, and options given where they
+    are ignored are refused."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        use_attribute_docstrings=True,
+        validate_assignment=True,
+        allow_inf_nan=False,
+    )
+    conditions: ClassVar[dict[str, str]] = {}
+    """Properties that `Option.when` may name, each with what it means when true (option
+    names in braces: `{small_url}`), for the error message."""
 
     @model_validator(mode="after")
     def _refuse_ignored(self, info: ValidationInfo) -> OptionsModel:
@@ -58,11 +67,7 @@ class OptionsModel(BaseModel):
         if context.get(LENIENT):
             return self
         for problem in ignored_options(self, context.get(GIVEN)):
-            raise PydanticCustomError(
-                "ignored_option",
-                "{option} is only used with {key} {allowed} (here: {actual})",
-                problem,
-            )
+            raise PydanticCustomError("ignored_option", "{python}", problem)
         return self
 
 
@@ -185,22 +190,65 @@ def ignored_options(
             names = [n for n in [flat_name(name, info)] if n in chosen]
         used = True
         for key, allowed in option_of(info).when.items():
-            actual = getattr(config, key)
+            actual = condition_value(config, key)
             if actual in allowed:
                 continue
             used = False
-            for option in names:
-                problems.append(
-                    {
-                        "option": flag(option),
-                        "key": flag(key_name(config, key)),
-                        "allowed": " or ".join(str(a) for a in allowed),
-                        "actual": str(actual),
-                    }
-                )
+            problems += [ignored_problem(config, option, key, allowed, actual) for option in names]
         if used and isinstance(value, OptionsModel):
             problems.extend(ignored_options(value, given))
     return problems
+
+
+def condition_value(config: BaseModel, key: str) -> Any:
+    """A condition's value: a field, a dotted path into nested configs, or a property."""
+    value: Any = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def ignored_problem(
+    config: BaseModel, option: str, key: str, allowed: tuple[Any, ...], actual: Any
+) -> dict[str, str]:
+    """Why `option` is refused, phrased for Python (`python`) and for the CLI (`cli`)."""
+    label = getattr(type(config), "conditions", {}).get(key)
+    if label is not None:
+        cli = f"{flag(option)} is only used with {label.format_map(_Names(flag))}"
+        python = f"{option} is only used with {label.format_map(_Names(str))}"
+    elif isinstance(actual, bool):  # a flag: `--carry-threshold` / `--no-carry-threshold`
+        leaf = _key_leaf(config, key)
+        on, off = flag(leaf), "--no-" + flag(leaf)[2:]
+        wanted, here = (off, on) if actual else (on, off)
+        cli = f"{flag(option)} is only used with {wanted} (here: {here})"
+        python = f"{option} is only used with {leaf}={not actual} (here: {actual})"
+    else:
+        leaf = _key_leaf(config, key)
+        values = " or ".join(str(a) for a in allowed)
+        cli = f"{flag(option)} is only used with {flag(leaf)} {values} (here: {actual})"
+        wanted = " or ".join(repr(a) for a in allowed)
+        python = f"{option} is only used with {leaf}={wanted} (here: {actual!r})"
+    return {"option": flag(option), "cli": cli, "python": python}
+
+
+class _Names(dict[str, str]):
+    """`{small_url}` -> `--small-url` (CLI) or `small_url` (Python)."""
+
+    def __init__(self, style: Any) -> None:
+        super().__init__()
+        self.style = style
+
+    def __missing__(self, key: str) -> str:
+        return str(self.style(key))
+
+
+def _key_leaf(config: BaseModel, key: str) -> str:
+    """The flat option name of a condition's field (`threshold.mode` -> `threshold_mode`)."""
+    *groups, last = key.split(".")
+    model: Any = config
+    for group in groups:
+        model = getattr(model, group)
+    return key_name(model, last)
 
 
 def key_name(config: BaseModel, key: str) -> str:
@@ -229,20 +277,27 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def updated(config: M, **options: Any) -> M:
-    """A copy of `config` with flat options replaced (`updated(c, seed=1, theta=0.5)`), not
-    re-validated: for configs derived by code, which may carry options the new settings
-    ignore (a bench run's shared options across methods)."""
+    """A copy of `config` with flat options replaced (`updated(c, seed=1, theta=0.5)`),
+    validated, but leniently: for configs derived by code, which may carry options the new
+    settings ignore (a bench run's shared options across methods)."""
     index = flat_index(type(config))
-    top: dict[str, Any] = {}
-    groups: dict[str, dict[str, Any]] = {}
+    unknown = sorted(set(options) - set(index))
+    if unknown:
+        raise ValueError(f"unknown options {unknown}")
+    data = _set_values(config)
     for name, value in options.items():
-        if name not in index:
-            raise ValueError(f"unknown option {name!r}")
-        path = index[name].path
-        if len(path) == 1:
-            top[path[0]] = value
-        else:
-            groups.setdefault(path[0], {})[path[1]] = value
-    for group, values in groups.items():
-        top[group] = getattr(config, group).model_copy(update=values)
-    return config.model_copy(update=top)
+        *groups, last = index[name].path
+        target = data
+        for group in groups:
+            target = target.setdefault(group, {})
+        target[last] = value
+    return type(config).model_validate(data, context={LENIENT: True})
+
+
+def _set_values(config: BaseModel) -> dict[str, Any]:
+    """The explicitly set fields of a config (nested configs as dicts), secrets included."""
+    out: dict[str, Any] = {}
+    for name in config.model_fields_set:
+        value = getattr(config, name)
+        out[name] = _set_values(value) if isinstance(value, OptionsModel) else value
+    return out

@@ -44,20 +44,20 @@ class SpeculationConfig(OptionsModel):
     """Scheduling policies of the SpecSearch expander (defaults: the fast ones)."""
 
     pipeline: Pipeline = "per_node"
-    """Each frontier node runs draft, score, decide, make-up on its own (`per_node`), or all
-    nodes go through each phase together (`lockstep`, the paper)."""
+    """per_node: each frontier node runs draft, score, decide, make-up on its own;
+    lockstep: all nodes go through each phase together (the paper)."""
     regenerate: Regenerate = "missing"
-    """The large model makes up the shortfall below the children the template can use
-    (`missing`), or replaces every rejected draft (`all`, the paper)."""
+    """missing: the large model makes up the shortfall below the children the template can
+    use; all: it replaces every rejected draft (the paper)."""
     drafts: Annotated[int | None, Field(ge=1)] = None
-    """Drafts per node; None: 2n with `regenerate=missing`, n with `all` (n: the children the
-    template asks for)."""
+    """Drafts per node (default: twice the children the template asks for when regenerating
+    what is missing, as many when regenerating all)."""
     concurrent: Toggle = "auto"
-    """Start the large model's make-up requests while drafting (`auto`: when small and large
+    """Start the large model's make-up requests while drafting (auto: when small and large
     run on different devices or endpoints)."""
     controller: Literal["on", "off"] = "on"
-    """`on`: send an expansion to the large model alone when the measured costs say
-    speculation would lose; `off`: always speculate once beta exists."""
+    """on: send an expansion to the large model alone when the measured costs say
+    speculation would lose; off: always speculate once beta exists."""
     explore_every: Annotated[int, Field(ge=1), Option(when={"controller": ("on",)})] = 16
     """While the controller prefers the large model, speculate about once in this many
     expansions (times the predicted loss ratio) to keep its estimates fresh."""

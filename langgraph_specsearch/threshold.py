@@ -27,25 +27,25 @@ class ThresholdConfig(OptionsModel):
     """How drafts are accepted: the paper's adaptive beta, or an ablation."""
 
     mode: Annotated[Mode, Option(name="threshold_mode")] = "adaptive"
-    """`adaptive` (the paper's EMA), or the ablations `fixed` (a constant threshold),
-    `random` (reject each draft at random), `accept_all`."""
+    """adaptive (the paper's beta, an EMA of the large model's scores), or the ablations
+    fixed (a constant threshold), random (reject each draft at random), accept_all."""
     theta: Annotated[float, Field(ge=0.0, le=1.0), Option(when=ADAPTIVE)] = 0.9
-    """EMA weight of the previous beta, in [0, 1]."""
+    """theta: weight of the previous beta in the EMA update, in [0, 1]."""
     estimator: Annotated[Estimator, Option(when=ADAPTIVE)] = "mean"
-    """Theta, the statistic of the large model's scores at a step."""
+    """The statistic of a step's large-model scores that updates beta."""
     quantile: Annotated[float, Field(ge=0.0, le=1.0), Option(when={"estimator": ("quantile",)})] = (
         0.5
     )
-    """q of the `quantile` estimator."""
+    """q of the quantile estimator."""
     lcb_z: Annotated[float, Field(ge=0.0), Option(when={"estimator": ("lcb",)})] = 1.0
-    """z of the `lcb` estimator, `mean - z * std / sqrt(n)`."""
+    """z of the lcb estimator: mean - z * std / sqrt(n)."""
     fixed_value: Annotated[
         float, Field(ge=0.0, le=1.0), Option(name="fixed_threshold", when={"mode": ("fixed",)})
     ] = 0.5
-    """The threshold of `threshold_mode=fixed`."""
+    """The constant threshold of the fixed threshold mode."""
     reject_rate: Annotated[float, Field(ge=0.0, le=1.0), Option(when={"mode": ("random",)})] = 0.5
-    """Probability of rejecting a draft under `threshold_mode=random`."""
-    warmup_steps: Annotated[int, Field(ge=0)] = 1
+    """Probability of rejecting a draft in the random threshold mode."""
+    warmup_steps: Annotated[int, Field(ge=0), Option(when=ADAPTIVE)] = 1
     """Expansions made by the large model alone before drafting starts, so the first beta
     comes from real large-model scores (skipped when a threshold store has one)."""
 

@@ -21,14 +21,14 @@ class GenerationParams(OptionsModel):
     """Sampling temperature (0: greedy)."""
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
     """Nucleus sampling mass."""
-    seed: int | None = 0
-    """Random seed; each expansion and sample derives its own from it (None: unseeded)."""
+    seed: Annotated[int | None, Field(ge=0, le=2**31 - 1)] = 0
+    """Random seed; each expansion and sample derives its own from it (none: unseeded)."""
     stop: Annotated[list[str], Option(cli=False)] = Field(default_factory=lambda: ["\n\n"])
     """Step delimiters: a thought ends at the first of these."""
     final_max_new_tokens: Annotated[int | None, Field(ge=1)] = None
-    """Budget of a step that finishes the solution (at the depth limit, or the completion
-    step), which runs to the end rather than to the step delimiter; None: 4 x
-    `max_new_tokens`."""
+    """Token budget of a step that finishes the solution (at the depth limit, or the
+    completion step), which runs to the end rather than to the step delimiter (default: 4 x
+    the step budget)."""
 
 
 class Generation(BaseModel):

@@ -37,7 +37,8 @@ def test_every_option_is_a_flag_of_solve_and_bench() -> None:
     assert {"--theta", "--pipeline", "--max-new-tokens", "--top-p", "--lcb-z"} <= options
     assert "--stop" not in options  # a list: API only
     assert options <= _flags("solve")
-    assert options - {"--method"} <= _flags("bench")
+    # bench runs every method (so no --method) and keeps each method's beta in its --out
+    assert options - {"--method", "--threshold-store"} <= _flags("bench")
 
 
 def test_nested_configs_have_one_set_of_defaults() -> None:
@@ -68,24 +69,56 @@ def test_flat_and_nested_keywords_build_the_same_config() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"iterations": 3}, "--iterations is only used with --search mcts (here: beam)"),
-        ({"search": "mcts", "beam_width": 3}, "--beam-width is only used with --search beam"),
-        ({"method": "ar", "theta": 0.5}, "--theta is only used with --method specsearch"),
-        ({"method": "sps", "pipeline": "lockstep"}, "--pipeline is only used with --method"),
-        ({"estimator": "median", "quantile": 0.3}, "--quantile is only used with --estimator"),
-        ({"threshold_mode": "fixed", "theta": 0.5}, "--theta is only used with --threshold-mode"),
-        ({"reject_rate": 0.3}, "--reject-rate is only used with --threshold-mode random"),
-        ({"regenerate": "all", "probe_every": 2}, "--probe-every is only used with --regenerate"),
+        ({"iterations": 3}, "iterations is only used with search='mcts' (here: 'beam')"),
+        ({"search": "mcts", "beam_width": 3}, "beam_width is only used with search='beam'"),
+        ({"method": "ar", "theta": 0.5}, "theta is only used with method='specsearch'"),
+        ({"method": "sps", "pipeline": "lockstep"}, "pipeline is only used with method="),
+        ({"estimator": "median", "quantile": 0.3}, "quantile is only used with estimator="),
+        ({"threshold_mode": "fixed", "theta": 0.5}, "theta is only used with threshold_mode="),
+        ({"threshold_mode": "fixed", "warmup_steps": 2}, "warmup_steps is only used with"),
+        ({"reject_rate": 0.3}, "reject_rate is only used with threshold_mode='random'"),
+        ({"regenerate": "all", "probe_every": 2}, "probe_every is only used with regenerate="),
+        (
+            {"carry_threshold": False, "threshold_store": "b.json"},
+            "threshold_store is only used with carry_threshold=True (here: False)",
+        ),
+        ({"timeout": 5.0}, "timeout is only used with an endpoint (small_url, large_url or"),
+        ({"prm": "arithmetic", "prm_url": "http://x"}, "prm_url is only used with a PRM that"),
+        ({"prm_batch_size": 2}, "prm_batch_size is only used with a model PRM"),
+        (
+            {"small_url": "http://a", "large_url": "http://b", "device": "cuda"},
+            "device is only used with local models (no small_url or large_url)",
+        ),
     ],
 )
 def test_ignored_options_are_refused(options: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=re.escape(message)):
-        SearchConfig(**options)  # type: ignore[arg-type]
-    # the same options are accepted where they are used
-    fine = {"iterations": {"search": "mcts"}, "reject_rate": {"threshold_mode": "random"}}
-    for name, setting in fine.items():
-        if name in options and len(options) == 1:
-            assert SearchConfig(**options, **setting)  # type: ignore[arg-type]
+        SearchConfig.model_validate(options)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"search": "mcts", "iterations": 3},
+        {"threshold_mode": "random", "reject_rate": 0.3},
+        {"prm": "math-shepherd", "prm_batch_size": 2},
+        {"small_url": "http://a", "large_url": "http://b", "timeout": 5.0},
+        {"prm_url": "http://p", "device": "cpu"},  # a judge endpoint, local models
+        {"estimator": "lcb", "lcb_z": 2.0},
+    ],
+)
+def test_the_same_options_are_accepted_where_they_are_used(options: dict[str, object]) -> None:
+    assert set(given_options(SearchConfig.model_validate(options))) == set(options)
+
+
+def test_values_are_checked_on_assignment_and_never_nan() -> None:
+    config = SearchConfig()
+    with pytest.raises(ValidationError):
+        config.threshold.theta = 7.0
+    with pytest.raises(ValidationError, match="finite"):
+        SearchConfig.model_validate({"temperature": float("nan")})
+    with pytest.raises(ValidationError):
+        SearchConfig.model_validate({"seed": -1})
 
 
 def test_a_full_dump_validates_again() -> None:
@@ -114,6 +147,11 @@ def test_lenient_configs_and_updates_keep_ignored_options() -> None:
         (["--controller", "off", "--explore-every", "3"], "--explore-every is only used with"),
         (["--temperature", "-1"], "--temperature: Input should be greater than or equal to 0"),
         (["--seed", "x"], "--seed: Input should be a valid integer"),
+        (["--timeout", "5"], "--timeout is only used with an endpoint (--small-url, --large-url"),
+        (
+            ["--no-carry-threshold", "--threshold-store", "b.json"],
+            "--threshold-store is only used with --carry-threshold (here: --no-carry-threshold)",
+        ),
     ],
 )
 def test_cli_refuses_ignored_flags_in_one_line(args: list[str], message: str) -> None:
@@ -130,6 +168,11 @@ def test_bench_refuses_an_option_no_method_uses(tmp_path) -> None:
     assert "--theta is only used with --method specsearch" in result.output
     assert "no method in --methods" in result.output
     assert not (tmp_path / "run").exists()
+    preset = CliRunner().invoke(
+        app, [*args, "--methods", "specsearch-paper", "--regenerate", "missing"]
+    )
+    assert preset.exit_code == 2, preset.output
+    assert "--regenerate is set otherwise by the presets of specsearch-paper" in preset.output
 
 
 def test_checkpoint_records_use_flat_option_names() -> None:

@@ -6,7 +6,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any
@@ -33,7 +33,14 @@ from langgraph_specsearch.evaluation.methods import method_config, parse_methods
 from langgraph_specsearch.evaluation.records import make_record
 from langgraph_specsearch.evaluation.runner import Run, Runner, one_engine
 from langgraph_specsearch.evaluation.summary import markdown_table, summarize, table_rows
-from langgraph_specsearch.options import LENIENT, flag, ignored_options, updated
+from langgraph_specsearch.options import (
+    LENIENT,
+    condition_value,
+    flag,
+    flat_index,
+    ignored_options,
+    updated,
+)
 
 err = Console(stderr=True, highlight=False)
 RESULTS, CONFIG, SUMMARY_JSON, SUMMARY_MD = (
@@ -139,22 +146,37 @@ def print_table(summary: dict[str, Any], console: Console) -> None:
     console.print(table)
 
 
-def refuse_ignored(configs: dict[str, SearchConfig], given: dict[str, Any]) -> None:
-    """BenchError for an option given on the command line that every method ignores."""
-    per_method = [
-        {p["option"]: p for p in ignored_options(c) if p["option"] in map(flag, given)}
-        for c in configs.values()
-    ]
-    common = set.intersection(*(set(m) for m in per_method)) if per_method else set()
-    if common:
-        p = per_method[0][sorted(common)[0]]
-        raise BenchError(
-            f"{p['option']} is only used with {p['key']} {p['allowed']}, and no method in"
-            " --methods runs that way"
-        )
+def refuse_ignored(
+    configs: dict[str, SearchConfig], base: SearchConfig, given: Collection[str]
+) -> None:
+    """BenchError for an option given on the command line that no method uses: every method
+    ignores it, or its preset sets the option to something else (e.g. `--regenerate missing`
+    with only `specsearch-paper`)."""
+    index = flat_index(SearchConfig)
+    for name in sorted(given):
+        ignored = []
+        overridden = []
+        for method, config in configs.items():
+            problem = next(
+                (p for p in ignored_options(config, given) if p["option"] == flag(name)), None
+            )
+            if problem is not None:
+                ignored.append(problem)
+            elif condition_value(config, ".".join(index[name].path)) != condition_value(
+                base, ".".join(index[name].path)
+            ):
+                overridden.append(method)
+        if len(ignored) + len(overridden) < len(configs):
+            continue
+        if overridden:
+            raise BenchError(
+                f"{flag(name)} is set otherwise by the presets of {', '.join(overridden)}"
+                + (f" and ignored by the other methods ({ignored[0]['cli']})" if ignored else "")
+            )
+        raise BenchError(f"{ignored[0]['cli']}, and no method in --methods runs that way")
 
 
-@with_search_options(exclude=("method",))
+@with_search_options(exclude=("method", "threshold_store"))  # stores: per method in --out
 def bench(
     dataset: Annotated[str, typer.Option(help="gsm8k | math500 | a JSONL file.")] = "gsm8k",
     split: Annotated[str, typer.Option(help="Dataset split (the shipped sets: test).")] = "test",
@@ -198,9 +220,7 @@ def bench(
             raise BenchError("--concurrency must be >= 1")
         names = parse_methods(methods)
         try:
-            base = SearchConfig.model_validate(
-                {**options, "threshold_store": None}, context={LENIENT: True}
-            )
+            base = SearchConfig.model_validate(options, context={LENIENT: True})
         except ValidationError as exc:
             raise BenchError(config_error(exc)) from None
         seed = base.generation.seed or 0
@@ -212,7 +232,7 @@ def bench(
         folder = Path(out) if out else Path("specsearch-bench") / time.strftime("%Y%m%d-%H%M%S")
         store_dir = folder / "thresholds"
         configs = {m: method_config(m, base, store_dir=store_dir) for m in names}
-        refuse_ignored(configs, options)
+        refuse_ignored(configs, base, set(options))
         configs, engine_note = one_engine(configs)
         identity = run_identity(dataset, split, problems, names, repeats, configs)
         old = check_resume(folder, identity, resume)
