@@ -51,9 +51,9 @@ def search_option_leaves(
     """The config options a command shows (all, or `include`, less `exclude`), in
     declaration order."""
     index = flat_index(SearchConfig)
-    unknown = set(exclude) | set(include or ()) - set(index)
-    if unknown - set(index):
-        raise TypeError(f"no such options: {sorted(unknown - set(index))}")
+    unknown = (set(exclude) | set(include or ())) - set(index)
+    if unknown:
+        raise TypeError(f"no such options: {sorted(unknown)}")
     return [
         leaf
         for name, leaf in index.items()

@@ -145,28 +145,17 @@ def nest(model: type[BaseModel], data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def given_options(config: BaseModel) -> dict[str, Any]:
-    """The options set explicitly to something other than their default, by flat name."""
+def given_options(config: BaseModel, *, with_defaults: bool = False) -> dict[str, Any]:
+    """The options set explicitly, by flat name, nested ones included: those set to something
+    other than their default, or every one set (`with_defaults`)."""
     out: dict[str, Any] = {}
     for name in config.model_fields_set:
         info = type(config).model_fields[name]
         value = getattr(config, name)
         if isinstance(value, OptionsModel):
-            out.update(given_options(value))
-        elif value != info.get_default(call_default_factory=True):
+            out.update(given_options(value, with_defaults=with_defaults))
+        elif with_defaults or value != info.get_default(call_default_factory=True):
             out[flat_name(name, info)] = value
-    return out
-
-
-def given_flat(config: BaseModel) -> list[str]:
-    """Flat names of every option set explicitly (whatever its value), nested ones included."""
-    out: list[str] = []
-    for name in config.model_fields_set:
-        value = getattr(config, name)
-        if isinstance(value, OptionsModel):
-            out += given_flat(value)
-        else:
-            out.append(flat_name(name, type(config).model_fields[name]))
     return out
 
 
@@ -184,7 +173,7 @@ def ignored_options(
         info = type(config).model_fields[name]
         value = getattr(config, name)
         if isinstance(value, OptionsModel):
-            inner = given_options(value) if given is None else given_flat(value)
+            inner = given_options(value, with_defaults=given is not None)
             names = sorted(set(inner) & chosen)
         else:
             names = [n for n in [flat_name(name, info)] if n in chosen]

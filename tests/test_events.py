@@ -130,7 +130,8 @@ def test_sync_stream_sends_the_same_events() -> None:
     assert sync_events[-1] == async_events[-1]
 
 
-def test_sync_entry_points_work_inside_a_running_loop() -> None:
+def scripted_search() -> tuple[Components, SearchConfig]:
+    """The scripted models and a small beam-search config for the `solve` entry points."""
     components = Components(
         small=ScriptedBackend("small", small),
         large=ScriptedBackend("large", large),
@@ -143,6 +144,11 @@ def test_sync_entry_points_work_inside_a_running_loop() -> None:
         carry_threshold=False,
         speculation=SpeculationConfig(drafts=2),
     )
+    return components, config
+
+
+def test_sync_entry_points_work_inside_a_running_loop() -> None:
+    components, config = scripted_search()
 
     async def inside() -> tuple[Any, Any]:
         out = beam().invoke({"question": "q"})  # sync invoke, with this loop running
@@ -152,18 +158,7 @@ def test_sync_entry_points_work_inside_a_running_loop() -> None:
 
 
 def test_asolve_reports_events_and_sync_calls_from_the_shared_loop_fail_in_one_line() -> None:
-    components = Components(
-        small=ScriptedBackend("small", small),
-        large=ScriptedBackend("large", large),
-        prm=ScriptedPRM(by_text),
-    )
-    config = SearchConfig(
-        n_drafts=2,
-        beam_width=2,
-        max_steps=5,
-        carry_threshold=False,
-        speculation=SpeculationConfig(drafts=2),
-    )
+    components, config = scripted_search()
     seen: list[str] = []
     result = asyncio.run(
         asolve("q", config, components=components, on_event=lambda e: seen.append(e["event"]))
